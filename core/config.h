@@ -1,0 +1,104 @@
+/*
+ * config - every setting of ringmta, its default, parsing and validation.
+ *
+ * The configuration is an immutable snapshot once built: workers read it
+ * without locks; a reload (later) builds a new one and swaps the pointer.
+ * The file format is Postfix main.cf: "key = value" lines, '#' comments, a
+ * line starting with white space continues the previous one. Unknown keys
+ * and bad values are errors with file:line in the message. core/ does no I/O:
+ * io/ reads the file and passes the text.
+ *
+ * Sizes accept K, M, G suffixes (powers of 1024); times accept ms, s, m, h,
+ * d suffixes (a bare number is seconds); booleans yes/no.
+ */
+#ifndef RINGMTA_CORE_CONFIG_H
+#define RINGMTA_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum listener_kind {
+    LISTENER_SMTP = 0,        /* port 25 style; STARTTLS offered (later) */
+    LISTENER_SUBMISSION,      /* 587: AUTH required (later) */
+    LISTENER_SUBMISSIONS,     /* 465: implicit TLS (later) */
+};
+
+struct listen_endpoint {
+    char host[64];            /* "127.0.0.1", "::1", "0.0.0.0", "::" */
+    uint16_t port;
+    enum listener_kind kind;
+};
+
+enum durability { DURABILITY_FSYNC = 0, DURABILITY_NONE };
+
+struct config {
+    /* identity */
+    char *hostname;                     /* "" = the system's host name */
+    char *smtpd_banner;                 /* text after "220 <hostname> " */
+    /* process */
+    struct listen_endpoint *listen;     /* "ADDR:PORT[/kind]", comma separated */
+    size_t nlisten;
+    unsigned workers;                   /* 0 = one per online CPU */
+    char *log_level;                    /* error|warn|info|debug */
+    /* spool */
+    char *spool_dir;
+    uint64_t spool_segment_size;
+    enum durability durability;
+    /* relay policy */
+    char *relay_domains;
+    char *relay_networks;
+    /* message limits */
+    uint64_t message_size_limit;
+    unsigned max_hops;
+    unsigned body_line_limit;           /* octets without CRLF; 0 = none */
+    uint64_t header_size_limit;
+    /* session limits */
+    unsigned smtpd_recipient_limit;
+    unsigned smtpd_command_line_limit;  /* octets including CRLF */
+    uint64_t smtpd_timeout_ms;
+    uint64_t smtpd_min_data_rate;       /* octets per second; 0 = none */
+    uint64_t smtpd_greet_pause_ms;
+    unsigned smtpd_soft_error_limit;
+    unsigned smtpd_hard_error_limit;
+    uint64_t smtpd_error_sleep_time_ms;
+    unsigned smtpd_junk_command_limit;
+    unsigned smtpd_client_connection_count_limit;  /* 0 = none */
+    unsigned smtpd_client_connection_rate_limit;   /* per minute; 0 = none */
+    unsigned smtpd_connection_limit;               /* all clients; 0 = none */
+};
+
+/* Fills every setting with its documented default. */
+void config_init(struct config *cfg);
+void config_free(struct config *cfg);
+
+/* Sets one setting from text. Returns 0, or -1 with err ("unknown setting
+ * 'x'", "bad value for y: ..."). */
+int config_set(struct config *cfg, const char *key, const char *value, char *err,
+               size_t errsize);
+/* "key=value" as given to -o. */
+int config_set_assignment(struct config *cfg, const char *assignment, char *err,
+                          size_t errsize);
+/* Parses a whole main.cf-style file. origin names it in errors. */
+int config_parse_text(struct config *cfg, const char *text, size_t len,
+                      const char *origin, char *err, size_t errsize);
+/* Cross-setting checks (e.g. the soft error limit below the hard one). */
+int config_check(const struct config *cfg, char *err, size_t errsize);
+
+/* "key = value\n" for every setting, in table order; caller frees. */
+char *config_format(const struct config *cfg);
+
+/* One setting's documentation, for README tables and --help. */
+struct config_doc {
+    const char *key;
+    const char *default_text;
+    const char *description;
+};
+const struct config_doc *config_docs(size_t *count);
+
+/* Value parsers, exported for tests and for callers with their own syntax. */
+int config_parse_size(const char *text, uint64_t *out);
+int config_parse_time_ms(const char *text, uint64_t *out);
+int config_parse_bool(const char *text, bool *out);
+
+#endif

@@ -1,0 +1,225 @@
+/*
+ * spool - the durable store: append-only, mmap'd segment files of typed,
+ * length-prefixed, checksummed records.
+ *
+ * Ownership and threads: a struct spool is one worker's append side and is
+ * used only by that worker's thread. Segments are shared read-only with other
+ * workers after their records are committed (delivery reads bodies from any
+ * worker's mapping); their lifetime is a reference count (atomic).
+ *
+ * The spool owns layout, not system calls: io/ creates, fallocates (so stores
+ * into the mapping can never SIGBUS on a full disk), maps and fsyncs segment
+ * files, and tells the spool about them. The spool says which segments hold
+ * unsynced commits and when a message is durable.
+ *
+ * On-disk layout of a segment (all integers little-endian):
+ *   [segment header, 64 bytes][record][record]...[zeros to the end]
+ * Every record starts on an 8-byte boundary with a 32-byte header:
+ *   u32 magic 'RMR1' | u8 type | u8 flags | u16 zero | u32 span | u32 len |
+ *   u64 qid | u32 payload_crc | u32 header_crc
+ * span is the bytes the record occupies (header included, multiple of 8);
+ * len <= span - 32 is the payload length; payload_crc is CRC-32C of the
+ * payload; header_crc is CRC-32C of the first 28 header bytes seeded with the
+ * segment's random salt, so bytes inside a message body can never pass for a
+ * header when recovery resynchronises after damage.
+ *
+ * A message is:  ENVELOPE, BODY chunk 0..n-1, COMMIT  (all with its qid).
+ * Body chunks are reserved at the tail as RESERVED records, received into
+ * directly from the socket, then sealed as BODY. Chunks of concurrent messages
+ * interleave. A message exists after recovery only if its COMMIT record and
+ * every chunk it names are intact: a torn or uncommitted message is dropped,
+ * never delivered in part. Later per-recipient outcomes are appended as
+ * RCPT_STATUS records, and DONE when nothing is left to do.
+ */
+#ifndef RINGMTA_QUEUE_SPOOL_H
+#define RINGMTA_QUEUE_SPOOL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "envelope.h"
+
+#define SPOOL_SEGMENT_HEADER_SIZE 64
+#define SPOOL_RECORD_HEADER_SIZE 32
+#define SPOOL_RECORD_MAGIC 0x31524d52u /* "RMR1" */
+#define SPOOL_SEGMENT_MAGIC "RINGSEG1"
+
+enum spool_record_type {
+    SPOOL_REC_NONE = 0,        /* zeros: end of the written part */
+    SPOOL_REC_RESERVED = 1,    /* a body chunk still being received */
+    SPOOL_REC_ENVELOPE = 2,
+    SPOOL_REC_BODY = 3,        /* flags: SPOOL_BODY_RAW for BDAT bytes */
+    SPOOL_REC_COMMIT = 4,      /* payload: struct spool_commit_payload */
+    SPOOL_REC_RCPT_STATUS = 5, /* per-recipient outcome (delivery) */
+    SPOOL_REC_DONE = 6,        /* message finished: all recipients final */
+    SPOOL_REC_ABORT = 7,       /* reception abandoned; ignore the qid */
+};
+
+enum { SPOOL_BODY_RAW = 1 }; /* chunk holds BDAT octets, not dot-stuffed DATA */
+
+struct spool_commit_payload {
+    uint64_t body_len;          /* octets of body over all chunks, in order */
+    uint32_t nchunks;
+    uint32_t flags;             /* SPOOL_BODY_RAW if the message came by BDAT */
+};
+
+/* One mapped segment file. Fields are read-only for everyone but the owner. */
+struct spool_segment {
+    uint32_t worker;
+    uint64_t seq;
+    int fd;                     /* kept open for fdatasync; io/ closes it */
+    uint8_t *base;
+    size_t size;
+    uint64_t salt;
+    size_t tail;                /* next free offset (owner only) */
+    atomic_uint refs;           /* mapping lifetime; last put unmaps */
+    /* group commit bookkeeping (owner thread only) */
+    uint64_t dirty_gen;         /* bumped by each commit into this segment */
+    uint64_t sync_gen;          /* highest generation made durable */
+    uint64_t sync_inflight_gen; /* generation an in-flight fsync covers, or 0 */
+    bool failed;                /* fsync failed: never claim these bytes */
+    bool sealed;                /* no more appends */
+    uint32_t live_msgs;         /* committed, not yet DONE */
+};
+
+/* Where a message's bytes are: a list of chunk extents, in order. */
+struct spool_extent {
+    struct spool_segment *seg;
+    uint32_t off;               /* payload offset in seg */
+    uint32_t len;
+};
+
+/* A message being received. Owned by the session; freed by commit/abort. */
+struct spool_msg;
+
+/* What a commit must wait for: each segment the message touched, up to a
+ * generation. Small fixed array: a message touches at most 4 segments
+ * (larger messages relocate to a fresh segment rather than span more). */
+#define SPOOL_TICKET_SEGS 4
+struct spool_ticket {
+    unsigned n;
+    struct spool_segment *seg[SPOOL_TICKET_SEGS];
+    uint64_t gen[SPOOL_TICKET_SEGS];
+};
+
+struct spool;
+
+/* One worker's append side. segment_size is the size of new segments. */
+struct spool *spool_new(uint32_t worker, size_t segment_size);
+struct spool *spool_free(struct spool *sp);
+
+/* Path of segment seq of this worker under dir: "<dir>/seg/w<W>-<seq hex>.seg".
+ * Returns the length written (snprintf semantics). */
+int spool_segment_path(char *buf, size_t size, const char *dir, uint32_t worker,
+                       uint64_t seq);
+
+/* The next segment number to create; io/ opens, fallocates, maps it, then
+ * calls spool_segment_attach. Segment numbers only grow. */
+uint64_t spool_next_segment_seq(struct spool *sp);
+/* True when io/ should prepare a spare segment now (the current one is past
+ * half full, or there is none), so rollover never waits on the disk. */
+bool spool_wants_segment(const struct spool *sp);
+/* Takes a freshly created, zeroed, fallocated mapping and writes its header.
+ * The spool keeps one current and at most one spare segment. */
+struct spool_segment *spool_segment_attach(struct spool *sp, uint64_t seq, int fd,
+                                           uint8_t *base, size_t size, uint64_t salt);
+/* Reference counting for readers (delivery, other workers). The last put
+ * calls the unmap callback (munmap and close live in io/). */
+void spool_segment_get(struct spool_segment *seg);
+void spool_segment_put(struct spool_segment *seg);
+typedef void spool_unmap_fn(struct spool_segment *seg);
+void spool_set_unmap(spool_unmap_fn *fn);
+
+/*
+ * Starts a message: writes its ENVELOPE record and reserves the first body
+ * chunk (sized from size_hint, the SIZE= parameter or 0). Returns 0, or
+ * -ENOSPC when no segment has room (answer 452 4.3.1), or -EIO when the
+ * current segment failed and no spare is ready (451 4.3.0).
+ */
+int spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
+                    uint64_t size_hint, bool raw, struct spool_msg **out);
+/*
+ * Writable space for the next body octets: at least 1 octet at *p, *avail
+ * octets long. When the current chunk is full it is sealed and a bigger one
+ * reserved (chunks double up to 1 MiB). Returns 0 or -ENOSPC / -EIO.
+ */
+int spool_msg_space(struct spool_msg *m, uint8_t **p, size_t *avail);
+/* n octets were stored at the last space. */
+void spool_msg_wrote(struct spool_msg *m, size_t n);
+/* Gives back the last n octets written (e.g. bytes that followed the
+ * end-of-data mark and belong to the next command). */
+void spool_msg_unwrite(struct spool_msg *m, size_t n);
+/* Octets stored so far. */
+uint64_t spool_msg_length(const struct spool_msg *m);
+/*
+ * Seals the last chunk and appends COMMIT. Fills *ticket with what must be
+ * synced before the message may be acknowledged. Frees m. Returns 0 or
+ * -ENOSPC/-EIO (then m is aborted and freed too).
+ */
+int spool_msg_commit(struct spool_msg *m, struct spool_ticket *ticket);
+/* Abandons the message (client gone, message rejected). Frees m. */
+void spool_msg_abort(struct spool_msg *m);
+
+/* Segments with commits not yet covered by an fsync. Fills up to max, returns
+ * the count; io/ submits one fdatasync for each and reports back. */
+size_t spool_sync_wanted(struct spool *sp, struct spool_segment **segs, size_t max);
+/* io/ submitted an fsync for seg covering everything committed so far. */
+void spool_sync_started(struct spool_segment *seg);
+/* The fsync completed with res (0 or -errno). On error the segment is marked
+ * failed and sealed: waiters on it must answer 451. */
+void spool_sync_done(struct spool *sp, struct spool_segment *seg, int res);
+/* 1 when every segment of the ticket is durable, 0 while waiting, -EIO when
+ * one failed. */
+int spool_ticket_state(const struct spool_ticket *t);
+/* With durability=none: treat everything written as synced. */
+void spool_set_nosync(struct spool *sp, bool nosync);
+
+/* --- recovery (pure: runs over a mapped segment, does no I/O) --- */
+
+struct spool_recovered_msg {
+    uint64_t qid;
+    struct envelope env;        /* decoded; free with envelope_free */
+    uint64_t body_len;
+    uint32_t flags;             /* SPOOL_BODY_RAW */
+    struct spool_extent *chunks;
+    uint32_t nchunks;
+    bool done;                  /* a DONE record was found */
+};
+
+struct spool_damage {
+    struct spool_segment *seg;
+    uint32_t off;               /* offset of the damaged range in the segment */
+    uint32_t len;
+    const char *why;            /* static text */
+};
+
+struct spool_recovery {
+    struct spool_recovered_msg *msgs;
+    size_t nmsgs;
+    struct spool_damage *damage;   /* ranges to copy to corrupt/ */
+    size_t ndamage;
+    size_t dropped_uncommitted;    /* messages without COMMIT (never acknowledged) */
+    uint64_t max_qid;              /* highest qid seen, committed or not */
+    void *priv;                    /* working state between add and finish */
+};
+
+/*
+ * Recovery runs over every segment of a spool directory, in any order, then
+ * resolves: a message's chunks may lie in several segments of its worker.
+ * spool_recovery_add_segment scans one mapping; damaged records (bad header
+ * CRC, bad payload CRC) go to damage and the scan resynchronises at the next
+ * valid header. Returns 0, or -EINVAL when the segment header itself is
+ * unreadable (the caller quarantines the whole file). seg is recorded in each
+ * extent (may be NULL in tests) and in each damage entry.
+ * spool_recovery_finish keeps the committed, intact messages in msgs (sorted
+ * by qid); a COMMIT whose chunks are missing or damaged becomes damage too.
+ */
+void spool_recovery_init(struct spool_recovery *r);
+int spool_recovery_add_segment(struct spool_recovery *r, struct spool_segment *seg,
+                               const uint8_t *base, size_t size);
+void spool_recovery_finish(struct spool_recovery *r);
+void spool_recovery_free(struct spool_recovery *r);
+
+#endif
