@@ -1,1 +1,63 @@
-/* placeholder until implemented */
+/*
+ * smtp_reply - reply buffers for the server session.
+ * Per-session, no I/O; allocation through core/alloc.
+ */
+#include "smtp_reply.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+
+static void
+outbuf_reserve(struct smtp_outbuf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra)
+        cap *= 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+void
+outbuf_append(struct smtp_outbuf *b, const void *p, size_t n)
+{
+    outbuf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+void
+outbuf_free(struct smtp_outbuf *b)
+{
+    b->data = xfree(b->data);
+    b->len = b->cap = 0;
+}
+
+void
+outbuf_printf_line(struct smtp_outbuf *b, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > sizeof line - 3)
+        n = (int)(sizeof line - 3);
+    line[n++] = '\r';
+    line[n++] = '\n';
+    outbuf_append(b, line, (size_t)n);
+}
+
+int
+smtp_reply_code(const char *line)
+{
+    if (line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' || line[2] < '0'
+        || line[2] > '9')
+        return 0;
+    return (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+}

@@ -1,1 +1,647 @@
-/* placeholder until implemented */
+/*
+ * conn - one inbound SMTP connection on a worker's ring.
+ *
+ * Per-worker: a conn is touched only by its worker's thread. It runs the
+ * sans-I/O session (core/smtp_server) and carries out its actions:
+ *   - command phase: one receive in flight at a time, into a provided buffer
+ *     picked by the kernel when data arrives (idle sessions hold no buffer);
+ *     the octets are handed to the session and the buffer recycled at once;
+ *   - body phase: the receive targets the message's place in the spool
+ *     mapping directly (no intermediate copy); the session scans the octets
+ *     where they landed;
+ *   - one send in flight at a time, from a buffer the session no longer
+ *     touches (smtp_server_take_output swaps buffers).
+ *
+ * Lifetime: a conn is freed only when no SQE for it is in flight (inflight
+ * == 0) and it no longer waits for a commit. Closing marks it; the last
+ * completion frees it. A final reply is followed by shutdown(SHUT_WR) and a
+ * short linger that drains input, so the reply is not destroyed by a RST
+ * caused by unread data.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "clientlimit.h"
+#include "smtp_reply.h"
+#include "log.h"
+#include "worker.h"
+
+#define CONN_LINGER_MS 2000
+#define CONN_RECEIVED_MAX 2048
+
+static void conn_handle_actions(struct worker *w, struct conn *c);
+static void conn_close(struct worker *w, struct conn *c);
+
+void
+conn_mark_dirty(struct worker *w, struct conn *c)
+{
+    if (c->in_dirty)
+        return;
+    c->in_dirty = true;
+    c->next_dirty = w->dirty;
+    w->dirty = c;
+}
+
+void
+conn_accepted(struct worker *w, struct listener *l, int fd)
+{
+    struct daemon *d = w->d;
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->w = w;
+    c->fd = fd;
+    c->next_all = w->all;
+    if (w->all != NULL)
+        w->all->prev_all = c;
+    w->all = c;
+    w->nconns++;
+
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    struct netaddr client;
+    memset(&client, 0, sizeof client);
+    client.family = AF_INET;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        netaddr_from_sockaddr(&client, (struct sockaddr *)&ss);
+    smtp_server_init(&c->smtp, d->cfg, &d->relay, d->hostname, &client, w->now_ms);
+    (void)l;
+
+    enum clientlimit_verdict v = clientlimit_acquire(d->limits, &client, worker_unix_ms());
+    char line[512];
+    switch (v) {
+    case CLIENTLIMIT_OK:
+        c->limit_held = true;
+        break;
+    case CLIENTLIMIT_TOO_MANY_FROM_CLIENT:
+        snprintf(line, sizeof line, "421 4.7.0 %s Error: too many connections from %s",
+                 d->hostname, c->smtp.client_text);
+        break;
+    case CLIENTLIMIT_TOO_FAST:
+        snprintf(line, sizeof line, "421 4.7.0 %s Error: too many connections from %s per minute",
+                 d->hostname, c->smtp.client_text);
+        break;
+    case CLIENTLIMIT_TOO_MANY_TOTAL:
+        snprintf(line, sizeof line, "421 4.3.2 %s Error: too many connections; try again later",
+                 d->hostname);
+        break;
+    }
+    if (v != CLIENTLIMIT_OK) {
+        log_info("refused connection from %s: %s", c->smtp.client_text, line + 10);
+        smtp_server_refuse(&c->smtp, line);
+    } else if (d->cfg->smtpd_greet_pause_ms > 0) {
+        c->greet_at_ms = w->now_ms + d->cfg->smtpd_greet_pause_ms;
+    } else {
+        smtp_server_greet(&c->smtp, w->now_ms);
+    }
+    log_debug("connect from %s", c->smtp.client_text);
+    conn_mark_dirty(w, c);
+}
+
+/* --- submissions --------------------------------------------------------- */
+
+static void
+conn_arm_command_recv(struct worker *w, struct conn *c)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = (uint16_t)w->buf_group;
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_RECV, c));
+    c->recv_armed = true;
+    c->inflight++;
+}
+
+/* The spool could not give room for more body: read the rest and drop it,
+ * then answer 452/451 (the session decides the words). */
+static void
+conn_body_storage_failed(struct worker *w, struct conn *c, int err)
+{
+    if (c->msg != NULL) {
+        spool_msg_abort(c->msg);
+        c->msg = NULL;
+    }
+    smtp_server_body_storage_failed(&c->smtp, err);
+    conn_handle_actions(w, c);
+}
+
+static void
+conn_arm_body_recv(struct worker *w, struct conn *c)
+{
+    uint8_t *p;
+    size_t avail;
+    int r = spool_msg_space(c->msg, &p, &avail);
+    if (r < 0) {
+        conn_body_storage_failed(w, c, r);
+        conn_arm_command_recv(w, c);
+        return;
+    }
+    if (c->smtp.txn.bdat && avail > c->smtp.txn.chunk_left)
+        avail = (size_t)c->smtp.txn.chunk_left;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_recv(sqe, c->fd, p, avail, 0);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_BODY_RECV, c));
+    c->body_ptr = p;
+    c->body_room = avail;
+    c->recv_armed = true;
+    c->inflight++;
+}
+
+static void
+conn_arm_send(struct worker *w, struct conn *c)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_send(sqe, c->fd, c->sending.data + c->sent, c->sending.len - c->sent,
+                       MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_SEND, c));
+    c->send_armed = true;
+    c->inflight++;
+}
+
+/* Which receive the connection needs now, if any. */
+static void
+conn_arm_recv(struct worker *w, struct conn *c)
+{
+    if (c->recv_armed || c->phase == CONN_CLOSING)
+        return;
+    if (c->phase == CONN_LINGER) {
+        conn_arm_command_recv(w, c);
+        return;
+    }
+    const struct smtp_server *s = &c->smtp;
+    if (s->actions & SMTP_ACT_HOLD)
+        return;   /* tarpit: let the client wait, read nothing */
+    switch (s->state) {
+    case SMTP_ST_COMMIT:
+    case SMTP_ST_CLOSING:
+        return;
+    case SMTP_ST_BODY:
+        if (c->msg != NULL && !s->txn.discarding)
+            conn_arm_body_recv(w, c);
+        else
+            conn_arm_command_recv(w, c);
+        return;
+    default:
+        conn_arm_command_recv(w, c);
+        return;
+    }
+}
+
+void
+conn_flush(struct worker *w, struct conn *c)
+{
+    if (c->phase == CONN_CLOSING) {
+        conn_close(w, c);
+        return;
+    }
+    unsigned a = c->smtp.actions;
+    if (!c->send_armed && !(a & SMTP_ACT_HOLD) && c->smtp.out.len > 0) {
+        c->sending.len = 0;
+        smtp_server_take_output(&c->smtp, &c->sending);
+        c->sent = 0;
+        conn_arm_send(w, c);
+    }
+    if (c->phase == CONN_OPEN && (a & SMTP_ACT_CLOSE) && !c->send_armed
+        && c->smtp.out.len == 0) {
+        /* Final reply is out: half-close, then drain until EOF or timeout. */
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_SHUTDOWN, c));
+        c->inflight++;
+        c->phase = CONN_LINGER;
+        c->linger_until_ms = w->now_ms + CONN_LINGER_MS;
+    }
+    conn_arm_recv(w, c);
+}
+
+/* --- the message --------------------------------------------------------- */
+
+/* The envelope the spool stores, from the session's transaction. */
+static struct envelope *
+conn_build_envelope(struct conn *c, uint64_t unix_ms)
+{
+    const struct smtp_txn *t = &c->smtp.txn;
+    struct envelope *env = xcalloc(1, sizeof *env);
+    env->sender = xstrdup(t->sender.addr);
+    env->nrcpt = t->nrcpt;
+    env->rcpts = xcalloc(t->nrcpt ? t->nrcpt : 1, sizeof *env->rcpts);
+    for (uint32_t i = 0; i < t->nrcpt; i++) {
+        env->rcpts[i].addr = xstrdup(t->rcpts[i].box.addr);
+        env->rcpts[i].notify = t->rcpts[i].params.notify;
+        if (t->rcpts[i].params.has_orcpt)
+            env->rcpts[i].orcpt = xstrdup(t->rcpts[i].params.orcpt);
+    }
+    env->client_addr = xstrdup(c->smtp.client_text);
+    env->client_helo = xstrdup(c->smtp.helo);
+    if (t->params.has_envid)
+        env->envid = xstrdup(t->params.envid);
+    env->arrival_ms = unix_ms;
+    env->size_hint = t->params.has_size ? t->params.size : 0;
+    env->body_type = (uint8_t)t->params.body;
+    env->ret = (uint8_t)t->params.ret;
+    env->smtputf8 = t->params.smtputf8;
+    return env;
+}
+
+static void
+conn_drop_pending_env(struct conn *c)
+{
+    if (c->pending_env != NULL) {
+        envelope_free(c->pending_env);
+        c->pending_env = xfree(c->pending_env);
+    }
+}
+
+/* Starts the spool message: ENVELOPE record, then our Received: header as
+ * the first body octets, then 354. */
+static void
+conn_begin_message(struct worker *w, struct conn *c)
+{
+    uint64_t unix_ms = worker_unix_ms();
+    uint64_t qid = worker_next_qid(w, unix_ms);
+    struct envelope *env = conn_build_envelope(c, unix_ms);
+    struct smtp_txn *t = &c->smtp.txn;
+    int r = spool_msg_begin(w->spool, qid, env, t->params.has_size ? t->params.size : 0,
+                            t->bdat, &c->msg);
+    if (r == 0) {
+        uint8_t *p;
+        size_t avail;
+        r = spool_msg_space(c->msg, &p, &avail);
+        if (r == 0) {
+            size_t n = smtp_server_format_received(&c->smtp, qid, (char *)p, avail, unix_ms);
+            if (n == 0) {
+                char tmp[CONN_RECEIVED_MAX];
+                n = smtp_server_format_received(&c->smtp, qid, tmp, sizeof tmp, unix_ms);
+                /* The first chunk is at least 8 KiB; this cannot happen. */
+                r = -ENOSPC;
+            } else {
+                spool_msg_wrote(c->msg, n);
+                c->received_len = n;
+            }
+        }
+        if (r != 0) {
+            spool_msg_abort(c->msg);
+            c->msg = NULL;
+        }
+    }
+    if (r != 0) {
+        envelope_free(env);
+        xfree(env);
+        log_warn("spool refused a message from %s: %s", c->smtp.client_text, strerror(-r));
+        smtp_server_body_refused(&c->smtp, r);
+        return;
+    }
+    conn_drop_pending_env(c);
+    c->pending_env = env;
+    c->pending_qid = qid;
+    c->pending_flags = t->bdat ? SPOOL_BODY_RAW : 0;
+    smtp_server_body_started(&c->smtp);
+}
+
+/* End of a message the session accepts: seal, commit, wait for the fsync. */
+static void
+conn_commit(struct worker *w, struct conn *c, size_t trailing)
+{
+    /* Octets after the end of the body (the DATA terminator ".\r\n" and any
+     * pipelined command) are not part of the message. */
+    uint64_t body = c->received_len + smtp_server_body_length(&c->smtp);
+    uint64_t stored = spool_msg_length(c->msg);
+    (void)trailing;
+    if (stored > body)
+        spool_msg_unwrite(c->msg, (size_t)(stored - body));
+    int r = spool_msg_commit(c->msg, &c->ticket);
+    c->msg = NULL;
+    c->pending_body_len = body;
+    if (r < 0) {
+        conn_committed(w, c, r);
+        return;
+    }
+    c->in_commit_wait = true;
+    c->next_commit = w->commit_wait;
+    w->commit_wait = c;
+}
+
+void
+conn_committed(struct worker *w, struct conn *c, int res)
+{
+    char id[17];
+    smtp_qid_format(c->pending_qid, id);
+    if (res == 0 && c->pending_env != NULL) {
+        char from[300];
+        log_escape(from, sizeof from, c->pending_env->sender, strlen(c->pending_env->sender));
+        log_info("%s: from=<%s>, size=%llu, nrcpt=%u, client=[%s], helo=%s", id, from,
+                 (unsigned long long)c->pending_body_len, c->pending_env->nrcpt,
+                 c->smtp.client_text, c->smtp.helo);
+        struct queue_msg *m =
+            queue_msg_new(c->pending_qid, c->pending_env, c->pending_body_len, c->pending_flags);
+        c->pending_env = xfree(c->pending_env);
+        worker_message_accepted(w, m);
+    } else {
+        if (res != 0)
+            log_warn("%s: not acknowledged: %s", id, strerror(-res));
+        conn_drop_pending_env(c);
+    }
+    if (c->phase == CONN_OPEN) {
+        smtp_server_committed(&c->smtp, res, w->now_ms);
+        conn_handle_actions(w, c);
+    }
+    conn_mark_dirty(w, c);
+}
+
+/* What the session said about the body octets just fed to it. */
+static void
+conn_body_result(struct worker *w, struct conn *c, enum smtp_body_result r,
+                 const uint8_t *rest, size_t nrest)
+{
+    switch (r) {
+    case SMTP_BODY_MORE:
+        break;
+    case SMTP_BODY_DISCARD:
+    case SMTP_BODY_REJECTED:
+        if (c->msg != NULL) {
+            spool_msg_abort(c->msg);
+            c->msg = NULL;
+        }
+        c->smtp.actions &= ~SMTP_ACT_ABORT_BODY;
+        if (r == SMTP_BODY_REJECTED)
+            conn_drop_pending_env(c);
+        break;
+    case SMTP_BODY_CHUNK_DONE:
+        if (c->smtp.txn.discarding && c->msg != NULL) {
+            spool_msg_abort(c->msg);
+            c->msg = NULL;
+        }
+        break;
+    case SMTP_BODY_COMMIT:
+        /* Pipelined commands after the end go to the session first (they
+         * wait there, in order, until the 250 is out). */
+        smtp_server_input(&c->smtp, rest, nrest, w->now_ms);
+        conn_commit(w, c, nrest);
+        conn_handle_actions(w, c);
+        return;
+    }
+    if (nrest > 0 || r == SMTP_BODY_CHUNK_DONE)
+        smtp_server_input(&c->smtp, rest, nrest, w->now_ms);
+    conn_handle_actions(w, c);
+}
+
+/* BDAT octets that arrived with the command line: copy them to the spool
+ * (a small copy: the rest of the chunk is received in place). */
+static void
+conn_feed_body_prefix(struct worker *w, struct conn *c)
+{
+    struct smtp_server *s = &c->smtp;
+    while (s->state == SMTP_ST_BODY) {
+        const uint8_t *p;
+        size_t n = smtp_server_take_body_prefix(s, &p);
+        size_t want = s->txn.chunk_left < n ? (size_t)s->txn.chunk_left : n;
+        if (want == 0 && s->txn.chunk_left > 0)
+            return;   /* the rest comes from the socket */
+        size_t consumed = 0;
+        enum smtp_body_result r;
+        if (c->msg != NULL && !s->txn.discarding && want > 0) {
+            uint8_t *dst;
+            size_t avail;
+            int e = spool_msg_space(c->msg, &dst, &avail);
+            if (e < 0) {
+                conn_body_storage_failed(w, c, e);
+                continue;
+            }
+            if (want > avail)
+                want = avail;
+            memcpy(dst, p, want);
+            spool_msg_wrote(c->msg, want);
+            smtp_server_drop_body_prefix(s, want);
+            r = smtp_server_body(s, dst, want, &consumed, w->now_ms);
+        } else {
+            uint8_t tmp[4096];
+            if (want > sizeof tmp)
+                want = sizeof tmp;
+            memcpy(tmp, p, want);
+            smtp_server_drop_body_prefix(s, want);
+            r = smtp_server_body(s, tmp, want, &consumed, w->now_ms);
+        }
+        if (r != SMTP_BODY_MORE) {
+            conn_body_result(w, c, r, NULL, 0);
+            return;
+        }
+    }
+}
+
+static void
+conn_handle_actions(struct worker *w, struct conn *c)
+{
+    struct smtp_server *s = &c->smtp;
+    for (int guard = 0; guard < 64; guard++) {
+        if (s->actions & SMTP_ACT_ABORT_BODY) {
+            s->actions &= ~SMTP_ACT_ABORT_BODY;
+            if (c->msg != NULL) {
+                spool_msg_abort(c->msg);
+                c->msg = NULL;
+            }
+            if (s->state != SMTP_ST_COMMIT)
+                conn_drop_pending_env(c);
+        }
+        if (!(s->actions & SMTP_ACT_BEGIN_BODY))
+            break;
+        s->actions &= ~SMTP_ACT_BEGIN_BODY;
+        if (!s->txn.discarding && c->msg == NULL)
+            conn_begin_message(w, c);
+        else
+            smtp_server_body_started(s);
+        if (s->state == SMTP_ST_BODY && (s->txn.bdat || s->txn.discarding))
+            conn_feed_body_prefix(w, c);
+    }
+    conn_mark_dirty(w, c);
+}
+
+/* --- completions --------------------------------------------------------- */
+
+static void
+conn_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+    int res = cqe->res;
+    c->recv_armed = false;
+    if (res == -ENOBUFS) {
+        conn_mark_dirty(w, c);   /* no buffer free right now: re-arm after the batch */
+        return;
+    }
+    if (res <= 0) {
+        if (res < 0 && res != -ECONNRESET && res != -ECANCELED)
+            log_debug("recv from %s: %s", c->smtp.client_text, strerror(-res));
+        if (c->phase == CONN_OPEN)
+            log_debug("disconnect from %s", c->smtp.client_text);
+        conn_close(w, c);
+        return;
+    }
+    unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    const uint8_t *data = w->buf_base + (size_t)bid * w->buf_size;
+    size_t n = (size_t)res;
+    if (c->phase == CONN_OPEN) {
+        struct smtp_server *s = &c->smtp;
+        if (s->state == SMTP_ST_BODY) {
+            /* A body being read without storing it (rejected midway). */
+            size_t consumed = 0;
+            enum smtp_body_result r = smtp_server_body(s, data, n, &consumed, w->now_ms);
+            conn_body_result(w, c, r, data + consumed, n - consumed);
+        } else {
+            smtp_server_input(s, data, n, w->now_ms);
+            conn_handle_actions(w, c);
+        }
+    }
+    worker_recycle_buffer(w, bid);
+    conn_mark_dirty(w, c);
+}
+
+static void
+conn_on_body_recv(struct worker *w, struct conn *c, int res)
+{
+    c->recv_armed = false;
+    if (res <= 0 || c->phase != CONN_OPEN) {
+        /* Peer gone mid-body (RELIABILITY row 50): the message never got a
+         * 250 and its records are dropped. */
+        if (c->phase == CONN_OPEN)
+            log_info("lost connection from %s in the middle of a message",
+                     c->smtp.client_text);
+        conn_close(w, c);
+        return;
+    }
+    size_t n = (size_t)res;
+    spool_msg_wrote(c->msg, n);
+    size_t consumed = 0;
+    enum smtp_body_result r = smtp_server_body(&c->smtp, c->body_ptr, n, &consumed, w->now_ms);
+    conn_body_result(w, c, r, c->body_ptr + consumed, n - consumed);
+    conn_mark_dirty(w, c);
+}
+
+static void
+conn_on_send(struct worker *w, struct conn *c, int res)
+{
+    c->send_armed = false;
+    if (res < 0) {
+        conn_close(w, c);
+        return;
+    }
+    c->sent += (size_t)res;
+    if (c->sent < c->sending.len && c->phase != CONN_CLOSING) {
+        conn_arm_send(w, c);   /* short send: the rest */
+        return;
+    }
+    c->sending.len = 0;
+    c->sent = 0;
+    conn_mark_dirty(w, c);
+}
+
+void
+conn_on_cqe(struct worker *w, enum io_op op, struct conn *c, struct io_uring_cqe *cqe)
+{
+    if (op != OP_CLOSE)
+        c->inflight--;
+    switch (op) {
+    case OP_RECV:
+        conn_on_recv(w, c, cqe);
+        break;
+    case OP_BODY_RECV:
+        conn_on_body_recv(w, c, cqe->res);
+        break;
+    case OP_SEND:
+        conn_on_send(w, c, cqe->res);
+        break;
+    case OP_SHUTDOWN:
+        break;
+    case OP_CLOSE: {
+        /* The last completion: nothing refers to c any more. */
+        if (c->limit_held)
+            clientlimit_release(w->d->limits, &c->smtp.client);
+        if (c->prev_all != NULL)
+            c->prev_all->next_all = c->next_all;
+        else
+            w->all = c->next_all;
+        if (c->next_all != NULL)
+            c->next_all->prev_all = c->prev_all;
+        w->nconns--;
+        smtp_server_free(&c->smtp);
+        outbuf_free(&c->sending);
+        conn_drop_pending_env(c);
+        xfree(c);
+        return;
+    }
+    default:
+        break;
+    }
+    if (c->phase == CONN_CLOSING)
+        conn_close(w, c);
+}
+
+/* Marks c closing; once nothing is in flight, submits the close. */
+static void
+conn_close(struct worker *w, struct conn *c)
+{
+    if (c->phase != CONN_CLOSING) {
+        c->phase = CONN_CLOSING;
+        if (c->msg != NULL) {
+            spool_msg_abort(c->msg);
+            c->msg = NULL;
+        }
+        smtp_server_abort(&c->smtp);
+        c->smtp.actions = 0;
+        if (c->recv_armed || c->send_armed) {
+            struct io_uring_sqe *sqe = worker_sqe(w);
+            io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
+            io_uring_sqe_set_data64(sqe, ud_pack(OP_IGNORE, NULL));
+        }
+    }
+    if (c->inflight > 0 || c->in_commit_wait || c->close_submitted)
+        return;
+    c->close_submitted = true;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_close(sqe, c->fd);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_CLOSE, c));
+}
+
+void
+conn_tick(struct worker *w, struct conn *c)
+{
+    switch (c->phase) {
+    case CONN_LINGER:
+        if (w->now_ms >= c->linger_until_ms)
+            conn_close(w, c);
+        return;
+    case CONN_CLOSING:
+        return;
+    case CONN_OPEN:
+        break;
+    }
+    unsigned before = c->smtp.actions;
+    if (c->greet_at_ms != 0) {
+        if (w->now_ms < c->greet_at_ms)
+            return;
+        c->greet_at_ms = 0;
+        smtp_server_greet(&c->smtp, w->now_ms);
+        conn_mark_dirty(w, c);
+        return;
+    }
+    smtp_server_tick(&c->smtp, w->now_ms);
+    if (c->smtp.actions != before || (c->smtp.actions & SMTP_ACT_SEND)) {
+        if ((c->smtp.actions & SMTP_ACT_CLOSE) && c->smtp.state == SMTP_ST_CLOSING
+            && !(before & SMTP_ACT_CLOSE))
+            log_info("timeout or limit: closing connection from %s", c->smtp.client_text);
+        conn_handle_actions(w, c);
+    }
+}
+
+void
+conn_shutdown_all(struct worker *w)
+{
+    for (struct conn *c = w->all, *next; c != NULL; c = next) {
+        next = c->next_all;
+        if (c->phase == CONN_OPEN && c->smtp.state != SMTP_ST_COMMIT) {
+            char line[300];
+            snprintf(line, sizeof line, "421 4.3.2 %s Service shutting down", w->d->hostname);
+            smtp_server_refuse(&c->smtp, line);
+            conn_mark_dirty(w, c);
+        }
+    }
+}

@@ -1,1 +1,321 @@
-int main(void) { return 0; }
+/*
+ * main - the ringmta daemon: settings, spool recovery, workers, signals.
+ *
+ * The main thread does the blocking start-up work (reading the config,
+ * recovering the spool, creating the first segments), starts one worker per
+ * core, then only waits for signals. SIGTERM/SIGINT stop accepting, let
+ * in-flight commits finish and exit; workers never see a signal (all are
+ * blocked before any thread starts).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "clientlimit.h"
+#include "config.h"
+#include "log.h"
+#include "logsink.h"
+#include "segfile.h"
+#include "worker.h"
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ringmta [-c FILE] [-o key=value]... [--check-config]\n"
+            "  -c FILE          settings file (key = value lines, like Postfix main.cf)\n"
+            "  -o key=value     override one setting (repeatable)\n"
+            "  --check-config   validate the settings, print the effective ones, exit\n"
+            "  -h, --help       this text\n"
+            "Without -c the embedded defaults are used: listen 127.0.0.1:2525,\n"
+            "spool in ./var/spool.\n");
+}
+
+/* Reads a whole file; returns NULL with errno set on failure. */
+static char *
+read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = xmalloc(cap);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap)
+            buf = xrealloc(buf, cap *= 2);
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        xfree(buf);
+        errno = EIO;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/*
+ * Builds the configuration from defaults, -c FILE and -o overrides, in that
+ * order (later wins). Shared with ringmta-ctl through main_load_config().
+ */
+static int
+load_config(struct config *cfg, const char *file, char **overrides, size_t noverrides)
+{
+    char err[512];
+    config_init(cfg);
+    if (file != NULL) {
+        size_t len = 0;
+        char *text = read_file(file, &len);
+        if (text == NULL) {
+            fprintf(stderr, "ringmta: cannot read %s: %s\n", file, strerror(errno));
+            return -1;
+        }
+        int r = config_parse_text(cfg, text, len, file, err, sizeof err);
+        xfree(text);
+        if (r != 0) {
+            fprintf(stderr, "ringmta: %s\n", err);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < noverrides; i++) {
+        if (config_set_assignment(cfg, overrides[i], err, sizeof err) != 0) {
+            fprintf(stderr, "ringmta: -o %s: %s\n", overrides[i], err);
+            return -1;
+        }
+    }
+    if (config_check(cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "ringmta: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+make_dir(const char *path)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+                return -errno;
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+/* One daemon per spool: a second one would append to the same segments. */
+static int
+lock_spool(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        return e == EWOULDBLOCK ? -EBUSY : -e;
+    }
+    return fd;   /* kept open for the life of the process */
+}
+
+static void
+route_recovered(void *arg, struct queue_entry *e)
+{
+    struct daemon *d = arg;
+    unsigned owner = queue_domain_owner(e->domain, d->nworkers);
+    queue_add(d->workers[owner]->queue, e);
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *file = NULL;
+    bool check_only = false;
+    char **overrides = xcalloc((size_t)argc + 1, sizeof *overrides);
+    size_t noverrides = 0;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-c") == 0 && i + 1 < argc) {
+            file = argv[++i];
+        } else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
+            overrides[noverrides++] = argv[++i];
+        } else if (strcmp(a, "--check-config") == 0) {
+            check_only = true;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    struct config cfg;
+    if (load_config(&cfg, file, overrides, noverrides) != 0)
+        return 2;
+    if (check_only) {
+        char *text = config_format(&cfg);
+        fputs(text, stdout);
+        xfree(text);
+        config_free(&cfg);
+        return 0;
+    }
+
+    logsink_install();
+    log_set_level((enum log_level)log_level_parse(cfg.log_level));
+
+    struct daemon d;
+    memset(&d, 0, sizeof d);
+    d.cfg = &cfg;
+    char err[512];
+    if (relay_policy_init(&d.relay, cfg.relay_domains, cfg.relay_networks, err, sizeof err)
+        != 0) {
+        log_error("relay policy: %s", err);
+        return 2;
+    }
+    if (cfg.hostname[0] != '\0')
+        snprintf(d.hostname, sizeof d.hostname, "%s", cfg.hostname);
+    else if (gethostname(d.hostname, sizeof d.hostname - 1) != 0)
+        snprintf(d.hostname, sizeof d.hostname, "localhost");
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    d.nworkers = cfg.workers ? cfg.workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    if (d.nworkers > 64)
+        d.nworkers = 64;
+
+    char path[PATH_MAX];
+    int r = make_dir(cfg.spool_dir);
+    snprintf(path, sizeof path, "%s/seg", cfg.spool_dir);
+    if (r == 0)
+        r = make_dir(path);
+    snprintf(path, sizeof path, "%s/corrupt", cfg.spool_dir);
+    if (r == 0)
+        r = make_dir(path);
+    if (r != 0) {
+        log_error("cannot create spool directory %s: %s", cfg.spool_dir, strerror(-r));
+        return 1;
+    }
+    int lock_fd = lock_spool(cfg.spool_dir);
+    if (lock_fd < 0) {
+        log_error("cannot lock spool %s: %s", cfg.spool_dir,
+                  lock_fd == -EBUSY ? "another ringmta uses it" : strerror(-lock_fd));
+        return 1;
+    }
+
+    /* Every thread inherits this mask; only main waits for the signals. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    worker_set_unmap();
+
+    /* Recovery: committed messages come back, torn tails are dropped,
+     * damaged records go to corrupt/. */
+    struct spool_recovery rec;
+    uint64_t t0 = worker_mono_ms();
+    r = segfile_recover_dir(cfg.spool_dir, false, &rec, err, sizeof err);
+    if (r != 0) {
+        log_error("spool recovery failed: %s", err);
+        return 1;
+    }
+    d.qid_floor = rec.max_qid;
+    d.next_segment_seq = rec.next_segment_seq;
+
+    if (cfg.durability == DURABILITY_NONE)
+        log_warn("DURABILITY IS OFF (durability = none): a 250 does NOT mean the message "
+                 "is on disk; a crash or power loss loses accepted mail");
+
+    d.limits = clientlimit_new(cfg.smtpd_client_connection_count_limit,
+                               cfg.smtpd_client_connection_rate_limit,
+                               cfg.smtpd_connection_limit);
+    d.workers = xcalloc(d.nworkers, sizeof *d.workers);
+    for (unsigned i = 0; i < d.nworkers; i++) {
+        d.workers[i] = worker_new(&d, i, err, sizeof err);
+        if (d.workers[i] == NULL) {
+            log_error("worker %u: %s", i, err);
+            return 1;
+        }
+    }
+
+    size_t queued = 0;
+    for (size_t i = 0; i < rec.nmsgs; i++) {
+        struct spool_recovered_msg *rm = &rec.msgs[i];
+        if (rm->done)
+            continue;
+        struct queue_msg *m = queue_msg_new(rm->qid, &rm->env, rm->body_len, rm->flags);
+        queue_msg_split(m, route_recovered, &d);
+        queue_msg_put(m);
+        queued++;
+    }
+    log_info("spool %s: recovered %zu queued message%s in %llu ms (%zu damaged range%s "
+             "quarantined, %zu unfinished message%s dropped)",
+             cfg.spool_dir, queued, queued == 1 ? "" : "s",
+             (unsigned long long)(worker_mono_ms() - t0), rec.ndamage,
+             rec.ndamage == 1 ? "" : "s", rec.dropped_uncommitted,
+             rec.dropped_uncommitted == 1 ? "" : "s");
+    spool_recovery_free(&rec);
+
+    for (unsigned i = 0; i < d.nworkers; i++) {
+        r = worker_start(d.workers[i]);
+        if (r != 0) {
+            log_error("starting worker %u: %s", i, strerror(-r));
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < cfg.nlisten; i++)
+        log_info("ringmta ready: listening on %s%s%s:%u with %u worker%s, durability=%s",
+                 strchr(cfg.listen[i].host, ':') ? "[" : "", cfg.listen[i].host,
+                 strchr(cfg.listen[i].host, ':') ? "]" : "", cfg.listen[i].port, d.nworkers,
+                 d.nworkers == 1 ? "" : "s",
+                 cfg.durability == DURABILITY_FSYNC ? "fsync" : "none");
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            log_info("SIGHUP: reload is not implemented yet; settings unchanged");
+            continue;
+        }
+        log_info("signal %d: stopping", sig);
+        break;
+    }
+    atomic_store(&d.stopping, true);
+    for (unsigned i = 0; i < d.nworkers; i++)
+        worker_wake(d.workers[i]);
+    for (unsigned i = 0; i < d.nworkers; i++)
+        worker_join(d.workers[i]);
+    for (unsigned i = 0; i < d.nworkers; i++)
+        worker_free(d.workers[i]);
+    log_info("stopped");
+    clientlimit_free(d.limits);
+    relay_policy_free(&d.relay);
+    xfree(d.workers);
+    xfree(overrides);
+    config_free(&cfg);
+    close(lock_fd);
+    return 0;
+}

@@ -1,1 +1,669 @@
-/* placeholder until implemented */
+/*
+ * worker - the per-core event loop: one thread, one io_uring.
+ *
+ * Owns: the ring, the provided-buffer ring for command-phase receives, this
+ * worker's listening sockets, its connections, its spool append side (and the
+ * asynchronous preparation of its next segment), its share of the queue, and
+ * its hand-off inbox. Only this thread touches them, except worker_wake() and
+ * handoff pushes, which any thread may do.
+ *
+ * Ordering (the durability promise): a message's 250 is sent only after an
+ * fdatasync that was *submitted after* its COMMIT record was stored has
+ * completed. Stores into the mapping are plain CPU writes done before the
+ * fsync SQE is even prepared, so no io_uring link is needed between them;
+ * the spool tracks which commit generation each in-flight fsync covers
+ * (group commit: one fsync per segment per loop turn covers every message
+ * that finished in that turn, and later ones wait for the next).
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "clientlimit.h"
+#include "log.h"
+#include "logsink.h"
+
+#define WORKER_SQ_ENTRIES 4096
+#define WORKER_BUF_COUNT 1024
+#define WORKER_BUF_SIZE 4096
+#define WORKER_TICK_MS 100
+
+static char seg_prep_path[64][PATH_MAX];   /* per worker id, used by OPENAT */
+
+uint64_t
+worker_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t
+worker_unix_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Queue ids: [unix seconds:34][sequence:24][worker:6]. Unique across workers
+ * (the low bits), increasing within a worker, and above every id recovered
+ * from the spool (qid_floor), so a restart in the same second never reuses one.
+ */
+uint64_t
+worker_next_qid(struct worker *w, uint64_t unix_ms)
+{
+    uint64_t base = ((unix_ms / 1000) << 30) | w->id;
+    uint64_t next = w->last_qid + 64;
+    w->last_qid = next > base ? next : base;
+    return w->last_qid;
+}
+
+struct io_uring_sqe *
+worker_sqe(struct worker *w)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+    if (sqe == NULL) {
+        /* SQ full: push what we have to the kernel and take a fresh slot. */
+        io_uring_submit(&w->ring);
+        sqe = io_uring_get_sqe(&w->ring);
+        if (sqe == NULL) {
+            log_error("worker %u: submission queue exhausted", w->id);
+            abort();
+        }
+    }
+    return sqe;
+}
+
+/* --- provided buffers --------------------------------------------------- */
+
+/* liburing 2.3 lacks io_uring_setup_buf_ring(): map the ring ourselves and
+ * register it (the kernel has had IORING_REGISTER_PBUF_RING since 5.19). */
+static int
+worker_setup_buffers(struct worker *w)
+{
+    size_t ring_bytes = WORKER_BUF_COUNT * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
+                     -1, 0);
+    if (mem == MAP_FAILED)
+        return -errno;
+    w->br = mem;
+    io_uring_buf_ring_init(w->br);
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uint64_t)(uintptr_t)mem,
+        .ring_entries = WORKER_BUF_COUNT,
+        .bgid = 0,
+    };
+    w->buf_group = 0;
+    int r = io_uring_register_buf_ring(&w->ring, &reg, 0);
+    if (r != 0)
+        return r;
+    w->buf_count = WORKER_BUF_COUNT;
+    w->buf_size = WORKER_BUF_SIZE;
+    w->buf_base = xmalloc((size_t)w->buf_count * w->buf_size);
+    int mask = io_uring_buf_ring_mask(w->buf_count);
+    for (unsigned i = 0; i < w->buf_count; i++)
+        io_uring_buf_ring_add(w->br, w->buf_base + (size_t)i * w->buf_size, w->buf_size,
+                              (unsigned short)i, mask, (int)i);
+    io_uring_buf_ring_advance(w->br, (int)w->buf_count);
+    return 0;
+}
+
+/* Hands a provided buffer back to the kernel once its octets are consumed. */
+void
+worker_recycle_buffer(struct worker *w, unsigned bid)
+{
+    io_uring_buf_ring_add(w->br, w->buf_base + (size_t)bid * w->buf_size, w->buf_size,
+                          (unsigned short)bid, io_uring_buf_ring_mask(w->buf_count), 0);
+    io_uring_buf_ring_advance(w->br, 1);
+}
+
+/* --- segments ----------------------------------------------------------- */
+
+static void
+worker_segment_unmap(struct spool_segment *seg)
+{
+    if (seg->base != NULL)
+        munmap(seg->base, seg->size);
+    if (seg->fd >= 0)
+        close(seg->fd);
+}
+
+/* Maps a created, fallocated file and gives it to the spool. */
+static int
+worker_attach_segment(struct worker *w, int fd, uint64_t seq)
+{
+    size_t size = w->d->cfg->spool_segment_size;
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    uint64_t salt;
+    if (getrandom(&salt, sizeof salt, 0) != sizeof salt)
+        salt = worker_unix_ms() ^ ((uint64_t)w->id << 56) ^ seq;
+    if (spool_segment_attach(w->spool, seq, fd, base, size, salt) == NULL) {
+        munmap(base, size);
+        close(fd);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Start-up path: the first segment is made before the loop runs. */
+static int
+worker_create_segment_sync(struct worker *w)
+{
+    uint64_t seq = spool_next_segment_seq(w->spool);
+    char path[PATH_MAX];
+    spool_segment_path(path, sizeof path, w->d->cfg->spool_dir, w->id, seq);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int r = fallocate(fd, 0, 0, (off_t)w->d->cfg->spool_segment_size);
+    if (r != 0) {
+        r = -errno;
+        close(fd);
+        unlink(path);
+        return r;
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/seg", w->d->cfg->spool_dir);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return worker_attach_segment(w, fd, seq);
+}
+
+/*
+ * Loop path: prepares the spare segment through the ring, so rollover never
+ * blocks: OPENAT -> FALLOCATE (space is reserved, stores into the mapping
+ * can never SIGBUS) -> FSYNC of the directory (the new name is durable before
+ * any commit in the file is acknowledged) -> mmap and attach.
+ */
+static void
+worker_prepare_segment(struct worker *w)
+{
+    if (w->prep.busy || !spool_wants_segment(w->spool))
+        return;
+    w->prep.busy = true;
+    w->prep.seq = spool_next_segment_seq(w->spool);
+    spool_segment_path(seg_prep_path[w->id % 64], sizeof seg_prep_path[0],
+                       w->d->cfg->spool_dir, w->id, w->prep.seq);
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_openat(sqe, AT_FDCWD, seg_prep_path[w->id % 64],
+                         O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_SEG_OPEN, &w->prep));
+}
+
+static void
+worker_prep_failed(struct worker *w, const char *step, int res)
+{
+    log_error("worker %u: preparing spool segment %llu: %s: %s", w->id,
+              (unsigned long long)w->prep.seq, step, strerror(-res));
+    if (w->prep.fd >= 0) {
+        close(w->prep.fd);
+        unlink(seg_prep_path[w->id % 64]);
+    }
+    w->prep.fd = -1;
+    w->prep.busy = false;   /* retried at the next tick */
+}
+
+static void
+worker_on_prep(struct worker *w, enum io_op op, int res)
+{
+    struct io_uring_sqe *sqe;
+    switch (op) {
+    case OP_SEG_OPEN:
+        if (res < 0) {
+            w->prep.fd = -1;
+            worker_prep_failed(w, "open", res);
+            return;
+        }
+        w->prep.fd = res;
+        sqe = worker_sqe(w);
+        io_uring_prep_fallocate(sqe, res, 0, 0, (off_t)w->d->cfg->spool_segment_size);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_SEG_FALLOC, &w->prep));
+        return;
+    case OP_SEG_FALLOC:
+        if (res < 0) {
+            worker_prep_failed(w, "fallocate", res);
+            return;
+        }
+        sqe = worker_sqe(w);
+        io_uring_prep_fsync(sqe, w->seg_dir_fd, 0);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_SEG_DIRSYNC, &w->prep));
+        return;
+    case OP_SEG_DIRSYNC:
+        if (res < 0) {
+            worker_prep_failed(w, "fsync directory", res);
+            return;
+        }
+        res = worker_attach_segment(w, w->prep.fd, w->prep.seq);
+        w->prep.fd = -1;
+        w->prep.busy = false;
+        if (res < 0)
+            log_error("worker %u: mapping spool segment: %s", w->id, strerror(-res));
+        return;
+    default:
+        return;
+    }
+}
+
+/* --- group commit ------------------------------------------------------- */
+
+/* One fdatasync per segment with unsynced commits and none in flight. */
+static void
+worker_submit_syncs(struct worker *w)
+{
+    struct spool_segment *segs[8];
+    size_t n = spool_sync_wanted(w->spool, segs, 8);
+    for (size_t i = 0; i < n; i++) {
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_fsync(sqe, segs[i]->fd, IORING_FSYNC_DATASYNC);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_FSYNC, segs[i]));
+        spool_sync_started(segs[i]);
+        w->fsyncs++;
+    }
+}
+
+/* Acknowledges every waiting message whose ticket is now settled. */
+static void
+worker_settle_commits(struct worker *w)
+{
+    struct conn **pp = &w->commit_wait;
+    while (*pp != NULL) {
+        struct conn *c = *pp;
+        int st = spool_ticket_state(&c->ticket);
+        if (st == 0) {
+            pp = &c->next_commit;
+            continue;
+        }
+        *pp = c->next_commit;
+        c->next_commit = NULL;
+        c->in_commit_wait = false;
+        conn_committed(w, c, st == 1 ? 0 : -EIO);
+    }
+}
+
+static void
+worker_on_fsync(struct worker *w, struct spool_segment *seg, int res)
+{
+    if (res < 0)
+        log_error("worker %u: fdatasync of segment %llu failed: %s; segment retired",
+                  w->id, (unsigned long long)seg->seq, strerror(-res));
+    spool_sync_done(w->spool, seg, res);
+    worker_settle_commits(w);
+}
+
+/* --- accepted messages and the hand-off ---------------------------------- */
+
+struct worker_split_ctx {
+    struct worker *w;
+};
+
+static void
+worker_route_entry(void *arg, struct queue_entry *e)
+{
+    struct worker_split_ctx *ctx = arg;
+    struct daemon *d = ctx->w->d;
+    unsigned owner = queue_domain_owner(e->domain, d->nworkers);
+    struct worker *dst = d->workers[owner];
+    if (dst == ctx->w) {
+        queue_add(dst->queue, e);
+        return;
+    }
+    bool was_empty = handoff_count(dst->inbox) == 0;
+    while (handoff_push(dst->inbox, e) != 0) {
+        /* Full: the owner is behind. Keep it here rather than lose it;
+         * it is durable anyway and delivery can re-route. */
+        queue_add(ctx->w->queue, e);
+        return;
+    }
+    if (was_empty)
+        worker_wake(dst);
+}
+
+void
+worker_message_accepted(struct worker *w, struct queue_msg *m)
+{
+    struct worker_split_ctx ctx = { w };
+    w->accepted_msgs++;
+    queue_msg_split(m, worker_route_entry, &ctx);
+    queue_msg_put(m);
+}
+
+static void
+worker_drain_inbox(struct worker *w)
+{
+    struct queue_entry *e;
+    while ((e = handoff_pop(w->inbox)) != NULL)
+        queue_add(w->queue, e);
+}
+
+void
+worker_wake(struct worker *w)
+{
+    if (atomic_exchange(&w->wake_pending, true))
+        return;
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_fd, &one, sizeof one);
+    (void)r;
+}
+
+static void
+worker_arm_wake(struct worker *w)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_read(sqe, w->wake_fd, &w->wake_buf, sizeof w->wake_buf, 0);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_WAKE, w));
+}
+
+/* --- the loop ----------------------------------------------------------- */
+
+static void
+worker_arm_accept(struct worker *w, struct listener *l)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_ACCEPT, l));
+    l->armed = true;
+}
+
+static void
+worker_arm_tick(struct worker *w)
+{
+    w->tick_ts.tv_sec = 0;
+    w->tick_ts.tv_nsec = WORKER_TICK_MS * 1000000LL;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_TICK, w));
+}
+
+static void
+worker_on_tick(struct worker *w)
+{
+    for (struct conn *c = w->all, *next; c != NULL; c = next) {
+        next = c->next_all;
+        conn_tick(w, c);
+    }
+    worker_prepare_segment(w);
+    if (!atomic_load(&w->d->stopping))
+        worker_arm_tick(w);
+}
+
+static void
+worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
+{
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    enum io_op op = ud_op(ud);
+    void *p = ud_ptr(ud);
+    switch (op) {
+    case OP_ACCEPT: {
+        struct listener *l = p;
+        if (cqe->res >= 0) {
+            if (atomic_load(&w->d->stopping))
+                close(cqe->res);
+            else
+                conn_accepted(w, l, cqe->res);
+        } else if (cqe->res != -ECANCELED) {
+            log_warn("worker %u: accept: %s", w->id, strerror(-cqe->res));
+        }
+        if (!(cqe->flags & IORING_CQE_F_MORE)) {
+            l->armed = false;
+            if (!atomic_load(&w->d->stopping))
+                worker_arm_accept(w, l);
+        }
+        return;
+    }
+    case OP_RECV:
+    case OP_BODY_RECV:
+    case OP_SEND:
+    case OP_SHUTDOWN:
+    case OP_CLOSE:
+        conn_on_cqe(w, op, p, cqe);
+        return;
+    case OP_FSYNC:
+        worker_on_fsync(w, p, cqe->res);
+        return;
+    case OP_TICK:
+        worker_on_tick(w);
+        return;
+    case OP_WAKE:
+        atomic_store(&w->wake_pending, false);
+        worker_drain_inbox(w);
+        if (!atomic_load(&w->d->stopping))
+            worker_arm_wake(w);
+        return;
+    case OP_SEG_OPEN:
+    case OP_SEG_FALLOC:
+    case OP_SEG_DIRSYNC:
+        worker_on_prep(w, op, cqe->res);
+        return;
+    case OP_IGNORE:
+        return;
+    }
+}
+
+/* After a batch of completions: flush output, re-arm receives, and submit
+ * one fsync per dirty segment (group commit). */
+static void
+worker_after_batch(struct worker *w)
+{
+    while (w->dirty != NULL) {
+        struct conn *c = w->dirty;
+        w->dirty = c->next_dirty;
+        c->next_dirty = NULL;
+        c->in_dirty = false;
+        conn_flush(w, c);
+    }
+    worker_submit_syncs(w);
+    /* durability=none settles at once; with fsync this is a no-op here. */
+    if (w->commit_wait != NULL)
+        worker_settle_commits(w);
+    while (w->dirty != NULL) {
+        struct conn *c = w->dirty;
+        w->dirty = c->next_dirty;
+        c->next_dirty = NULL;
+        c->in_dirty = false;
+        conn_flush(w, c);
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof name, "w%u", w->id);
+    logsink_set_thread_name(name);
+    pthread_setname_np(pthread_self(), name);
+
+    w->now_ms = worker_mono_ms();
+    for (size_t i = 0; i < w->nlisteners; i++)
+        worker_arm_accept(w, &w->listeners[i]);
+    worker_arm_tick(w);
+    worker_arm_wake(w);
+
+    bool draining = false;
+    for (;;) {
+        if (atomic_load(&w->d->stopping) && !draining) {
+            draining = true;
+            for (size_t i = 0; i < w->nlisteners; i++) {
+                close(w->listeners[i].fd);
+                w->listeners[i].fd = -1;
+            }
+            conn_shutdown_all(w);
+        }
+        if (draining && w->nconns == 0 && w->commit_wait == NULL && !w->prep.busy)
+            break;
+        int r = io_uring_submit_and_wait(&w->ring, 1);
+        if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+            log_error("worker %u: io_uring_submit_and_wait: %s", w->id, strerror(-r));
+            break;
+        }
+        w->now_ms = worker_mono_ms();
+        struct io_uring_cqe *cqe;
+        unsigned head, count = 0;
+        io_uring_for_each_cqe(&w->ring, head, cqe)
+        {
+            worker_dispatch(w, cqe);
+            count++;
+        }
+        io_uring_cq_advance(&w->ring, count);
+        worker_after_batch(w);
+    }
+    io_uring_submit(&w->ring);
+    return NULL;
+}
+
+struct worker *
+worker_new(struct daemon *d, unsigned id, char *err, size_t errsize)
+{
+    struct worker *w = xcalloc(1, sizeof *w);
+    w->id = id;
+    w->d = d;
+    w->prep.fd = -1;
+    w->seg_dir_fd = -1;
+    w->last_qid = (d->qid_floor & ~(uint64_t)63) | id;
+
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN
+              | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
+    p.cq_entries = WORKER_SQ_ENTRIES * 4;
+    int r = io_uring_queue_init_params(WORKER_SQ_ENTRIES, &w->ring, &p);
+    if (r == -EINVAL) {
+        /* Older kernels: no DEFER_TASKRUN / SINGLE_ISSUER. */
+        memset(&p, 0, sizeof p);
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = WORKER_SQ_ENTRIES * 4;
+        r = io_uring_queue_init_params(WORKER_SQ_ENTRIES, &w->ring, &p);
+    }
+    if (r < 0) {
+        snprintf(err, errsize, "io_uring_queue_init: %s", strerror(-r));
+        goto fail;
+    }
+    r = worker_setup_buffers(w);
+    if (r < 0) {
+        snprintf(err, errsize, "provided buffer ring: %s", strerror(-r));
+        goto fail;
+    }
+
+    w->listeners = xcalloc(d->cfg->nlisten ? d->cfg->nlisten : 1, sizeof *w->listeners);
+    for (size_t i = 0; i < d->cfg->nlisten; i++) {
+        int fd = listener_open(&d->cfg->listen[i], err, errsize);
+        if (fd < 0)
+            goto fail;
+        w->listeners[i].fd = fd;
+        w->listeners[i].w = w;
+        w->listeners[i].kind = d->cfg->listen[i].kind;
+        w->nlisteners++;
+    }
+
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/seg", d->cfg->spool_dir);
+    w->seg_dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (w->seg_dir_fd < 0) {
+        snprintf(err, errsize, "open %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    w->spool = spool_new(id, d->cfg->spool_segment_size);
+    spool_set_next_segment_seq(w->spool, d->next_segment_seq);
+    spool_set_nosync(w->spool, d->cfg->durability == DURABILITY_NONE);
+    r = worker_create_segment_sync(w);
+    if (r < 0) {
+        snprintf(err, errsize, "creating spool segment in %s: %s", dir, strerror(-r));
+        goto fail;
+    }
+    w->queue = queue_new(id);
+    w->inbox = handoff_new(65536);
+    w->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (w->wake_fd < 0) {
+        snprintf(err, errsize, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    return w;
+fail:
+    worker_free(w);
+    return NULL;
+}
+
+static void *
+worker_thread_entry(void *arg)
+{
+    return worker_main(arg);
+}
+
+int
+worker_start(struct worker *w)
+{
+    int r = pthread_create(&w->thread, NULL, worker_thread_entry, w);
+    if (r != 0)
+        return -r;
+    /* Pin to a core: the ring, its buffers and the sessions stay cache-hot. */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu > 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(w->id % (unsigned)ncpu, &set);
+        pthread_setaffinity_np(w->thread, sizeof set, &set);
+    }
+    return 0;
+}
+
+void
+worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+}
+
+struct worker *
+worker_free(struct worker *w)
+{
+    if (w == NULL)
+        return NULL;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].fd >= 0)
+            close(w->listeners[i].fd);
+    xfree(w->listeners);
+    if (w->queue != NULL) {
+        worker_drain_inbox(w);
+        queue_free(w->queue);
+    }
+    handoff_free(w->inbox);
+    if (w->spool != NULL)
+        spool_free(w->spool);
+    if (w->seg_dir_fd >= 0)
+        close(w->seg_dir_fd);
+    if (w->wake_fd > 0)
+        close(w->wake_fd);
+    if (w->ring.ring_fd > 0)
+        io_uring_queue_exit(&w->ring);
+    if (w->br != NULL)
+        munmap(w->br, WORKER_BUF_COUNT * sizeof(struct io_uring_buf));
+    xfree(w->buf_base);
+    xfree(w);
+    return NULL;
+}
+
+void
+worker_set_unmap(void)
+{
+    spool_set_unmap(worker_segment_unmap);
+}

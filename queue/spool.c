@@ -1,1 +1,735 @@
-/* placeholder until implemented */
+/*
+ * spool - the append side of the durable store: record layout in mapped
+ * segments, body chunk reservation, sealing, rollover and group commit
+ * bookkeeping. The on-disk layout is documented in spool.h.
+ *
+ * Threads: a struct spool and its spool_msgs belong to one worker thread.
+ * Segment reference counts are atomic (readers on other threads); every
+ * other segment field is written by the owner only.
+ *
+ * Invariants:
+ * - Nothing is ever stored past seg->size (the fallocated size): every
+ *   record is placed only where its whole span fits, so a store into the
+ *   mapping never SIGBUSes on a full disk.
+ * - A record's span never changes once another record follows it. Only the
+ *   tail record of the current segment may shrink (seal) or vanish (abort),
+ *   and the octets given back are zeroed first, so the free part of a
+ *   segment stays zeros and recovery never mistakes it for damage.
+ * - dirty_gen grows with each commit touching a segment; a ticket waits for
+ *   sync_gen >= its generation. An fsync covers what was committed when it
+ *   was submitted (spool_sync_started), never more.
+ * - A failed fsync is final (RELIABILITY "fsyncgate"): the segment is
+ *   sealed, its unsynced tickets answer -EIO, and nothing new goes there.
+ *
+ * Hazards: stores into the mapping are plain memcpy; ordering on disk comes
+ * only from io/'s fdatasync. A record header rewritten in place (RESERVED ->
+ * BODY) can tear on a crash before that sync: the header CRC catches it.
+ */
+#include "spool.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "crc32c.h"
+
+/* A chunk is shortened to fit the rest of a segment only when at least this
+ * much body fits; otherwise the message rolls to the spare. */
+#define SPOOL_CHUNK_SMALL 4096u
+
+struct spool {
+    uint32_t worker;
+    size_t segment_size;
+    uint64_t next_seq;
+    bool nosync;
+    bool cur_failed;            /* current failed, no spare took over yet */
+    struct spool_segment *cur;
+    struct spool_segment *spare;
+    struct spool_segment **all; /* every attached segment; one ref each */
+    size_t nall, capall;
+    struct spool_segment **pending; /* may have sync work */
+    size_t npending, cappending;
+};
+
+struct spool_msg {
+    struct spool *sp;
+    uint64_t qid;
+    uint8_t flags;              /* SPOOL_BODY_RAW */
+    uint64_t length;            /* body octets stored */
+    uint32_t nchunks;           /* chunks reserved so far */
+    uint32_t next_cap;          /* body capacity wanted for the next chunk */
+    bool has_chunk;             /* a RESERVED chunk is open */
+    struct spool_segment *cseg;
+    size_t coff;                /* record offset of the open chunk */
+    uint32_t cspan, ccap, cused;
+    uint32_t chi;               /* highest octet count ever written (unwrite) */
+    unsigned nsegs;             /* segments touched; one ref each */
+    struct spool_segment *segs[SPOOL_TICKET_SEGS];
+};
+
+static spool_unmap_fn *_Atomic spool_unmap_cb;
+
+/* --- little-endian helpers --- */
+
+static void
+spool_put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void
+spool_put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void
+spool_put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t
+spool_get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t
+spool_get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static size_t
+spool_align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+/* --- layout helpers shared with recovery --- */
+
+/* Record header CRC: the salt first, so body octets that happen to look like
+ * a header from another segment never validate here. */
+uint32_t
+spool_record_header_crc(uint64_t salt, const uint8_t *hdr)
+{
+    uint8_t s[8];
+    spool_put_u64(s, salt);
+    return crc32c(crc32c(0, s, 8), hdr, SPOOL_RECORD_HEADER_SIZE - 4);
+}
+
+/* Checks and reads a segment header. */
+int
+spool_segment_header_read(const uint8_t *base, size_t size, uint32_t *worker,
+                          uint64_t *seq, uint64_t *salt)
+{
+    if (base == NULL || size < SPOOL_SEGMENT_HEADER_SIZE)
+        return -EINVAL;
+    if (memcmp(base, SPOOL_SEGMENT_MAGIC, 8) != 0
+        || spool_get_u32(base + 8) != SPOOL_SEGMENT_VERSION
+        || spool_get_u32(base + 60) != crc32c(0, base, 60))
+        return -EINVAL;
+    if (worker)
+        *worker = spool_get_u32(base + 12);
+    if (seq)
+        *seq = spool_get_u64(base + 16);
+    if (salt)
+        *salt = spool_get_u64(base + 24);
+    return 0;
+}
+
+int
+spool_segment_path(char *buf, size_t size, const char *dir, uint32_t worker,
+                   uint64_t seq)
+{
+    return snprintf(buf, size, "%s/seg/w%" PRIu32 "-%016" PRIx64 ".seg", dir, worker,
+                    seq);
+}
+
+/* --- the spool --- */
+
+struct spool *
+spool_new(uint32_t worker, size_t segment_size)
+{
+    struct spool *sp = xcalloc(1, sizeof *sp);
+    sp->worker = worker;
+    sp->segment_size = segment_size;
+    sp->next_seq = 1;
+    return sp;
+}
+
+/* Puts the spool's reference on every segment it attached. Returns NULL. */
+struct spool *
+spool_free(struct spool *sp)
+{
+    if (sp == NULL)
+        return NULL;
+    for (size_t i = 0; i < sp->nall; i++)
+        spool_segment_put(sp->all[i]);
+    xfree(sp->all);
+    xfree(sp->pending);
+    xfree(sp);
+    return NULL;
+}
+
+uint64_t
+spool_next_segment_seq(struct spool *sp)
+{
+    return sp->next_seq++;
+}
+
+void
+spool_set_next_segment_seq(struct spool *sp, uint64_t seq)
+{
+    if (seq > sp->next_seq)
+        sp->next_seq = seq;
+}
+
+bool
+spool_wants_segment(const struct spool *sp)
+{
+    if (sp->cur == NULL)
+        return sp->spare == NULL;
+    return sp->spare == NULL && sp->cur->tail > sp->cur->size / 2;
+}
+
+/* Writes the segment header and makes seg current, or the spare. */
+struct spool_segment *
+spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size_t size,
+                     uint64_t salt)
+{
+    if (sp->spare != NULL || size < SPOOL_SEGMENT_MIN_SIZE
+        || size > SPOOL_SEGMENT_MAX_SIZE)
+        return NULL;
+
+    struct spool_segment *seg = xcalloc(1, sizeof *seg);
+    seg->worker = sp->worker;
+    seg->seq = seq;
+    seg->fd = fd;
+    seg->base = base;
+    seg->size = size;
+    seg->salt = salt;
+    seg->tail = SPOOL_SEGMENT_HEADER_SIZE;
+    atomic_init(&seg->refs, 1);
+
+    uint8_t *h = base;
+    memset(h, 0, SPOOL_SEGMENT_HEADER_SIZE);
+    memcpy(h, SPOOL_SEGMENT_MAGIC, 8);
+    spool_put_u32(h + 8, SPOOL_SEGMENT_VERSION);
+    spool_put_u32(h + 12, sp->worker);
+    spool_put_u64(h + 16, seq);
+    spool_put_u64(h + 24, salt);
+    spool_put_u32(h + 60, crc32c(0, h, 60));
+
+    if (sp->nall == sp->capall) {
+        sp->capall = sp->capall ? sp->capall * 2 : 8;
+        sp->all = xrealloc(sp->all, sp->capall * sizeof *sp->all);
+    }
+    sp->all[sp->nall++] = seg;
+    if (seq >= sp->next_seq)
+        sp->next_seq = seq + 1;
+
+    if (sp->cur == NULL) {
+        sp->cur = seg;
+        sp->cur_failed = false;
+    } else {
+        sp->spare = seg;
+    }
+    return seg;
+}
+
+void
+spool_segment_get(struct spool_segment *seg)
+{
+    atomic_fetch_add_explicit(&seg->refs, 1, memory_order_relaxed);
+}
+
+/* Last put: io/'s callback unmaps and closes, then the struct is freed. */
+void
+spool_segment_put(struct spool_segment *seg)
+{
+    if (seg == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&seg->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    spool_unmap_fn *fn = atomic_load(&spool_unmap_cb);
+    if (fn)
+        fn(seg);
+    xfree(seg);
+}
+
+void
+spool_set_unmap(spool_unmap_fn *fn)
+{
+    atomic_store(&spool_unmap_cb, fn);
+}
+
+/* --- record placement --- */
+
+/* Moves to the spare: the current segment takes no more appends. */
+static int
+spool_roll(struct spool *sp)
+{
+    if (sp->spare == NULL)
+        return -ENOSPC;
+    if (sp->cur)
+        sp->cur->sealed = true;
+    sp->cur = sp->spare;
+    sp->spare = NULL;
+    return 0;
+}
+
+/* Records that seg is part of message m (a ticket slot); -ENOSPC past the
+ * ticket's capacity. */
+static int
+spool_msg_touch(struct spool_msg *m, struct spool_segment *seg)
+{
+    for (unsigned i = 0; i < m->nsegs; i++)
+        if (m->segs[i] == seg)
+            return 0;
+    /* XXX a message over SPOOL_TICKET_SEGS segments is refused (452), not
+     * relocated; with segments far larger than the size limit it can't
+     * happen. */
+    if (m->nsegs == SPOOL_TICKET_SEGS)
+        return -ENOSPC;
+    spool_segment_get(seg);
+    m->segs[m->nsegs++] = seg;
+    return 0;
+}
+
+/*
+ * Finds room for a record of want octets at the tail of the current
+ * segment, rolling to the spare when it does not fit. A body chunk passes
+ * min < want: it may be shortened to what is left of the segment when that
+ * is still a useful chunk, or when there is no spare to roll to.
+ */
+static int
+spool_place(struct spool *sp, struct spool_msg *m, size_t min, size_t want,
+            struct spool_segment **segp, size_t *offp, size_t *spanp)
+{
+    for (;;) {
+        struct spool_segment *seg = sp->cur;
+        if (seg == NULL)
+            return sp->cur_failed ? -EIO : -ENOSPC;
+        size_t room = seg->tail < seg->size ? (seg->size - seg->tail) & ~(size_t)7 : 0;
+        size_t span = 0;
+        if (room >= want)
+            span = want;
+        else if (min < want && room >= min
+                 && (room - SPOOL_RECORD_HEADER_SIZE - SPOOL_CHUNK_PREFIX
+                         >= SPOOL_CHUNK_SMALL
+                     || sp->spare == NULL))
+            span = room;
+        if (span == 0) {
+            int rc = spool_roll(sp);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        if (m) {
+            int rc = spool_msg_touch(m, seg);
+            if (rc < 0)
+                return rc;
+        }
+        *segp = seg;
+        *offp = seg->tail;
+        *spanp = span;
+        seg->tail += span;
+        return 0;
+    }
+}
+
+static void
+spool_write_header(struct spool_segment *seg, size_t off, uint8_t type, uint8_t flags,
+                   size_t span, size_t len, uint64_t qid, uint32_t payload_crc)
+{
+    uint8_t h[SPOOL_RECORD_HEADER_SIZE];
+    spool_put_u32(h, SPOOL_RECORD_MAGIC);
+    h[4] = type;
+    h[5] = flags;
+    spool_put_u16(h + 6, 0);
+    spool_put_u32(h + 8, (uint32_t)span);
+    spool_put_u32(h + 12, (uint32_t)len);
+    spool_put_u64(h + 16, qid);
+    spool_put_u32(h + 24, payload_crc);
+    spool_put_u32(h + 28, spool_record_header_crc(seg->salt, h));
+    memcpy(seg->base + off, h, sizeof h);
+}
+
+/* Appends a whole record (payload copied). m, if given, owns the record. */
+static int
+spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
+             uint64_t qid, const void *payload, size_t len,
+             struct spool_segment **segp)
+{
+    struct spool_segment *seg;
+    size_t off, span;
+    size_t want = spool_align8(SPOOL_RECORD_HEADER_SIZE + len);
+    if (len > UINT32_MAX - 64)
+        return -ENOSPC;
+    int rc = spool_place(sp, m, want, want, &seg, &off, &span);
+    if (rc < 0)
+        return rc;
+    uint8_t *pl = seg->base + off + SPOOL_RECORD_HEADER_SIZE;
+    if (len)
+        memcpy(pl, payload, len);
+    memset(pl + len, 0, span - SPOOL_RECORD_HEADER_SIZE - len);
+    spool_write_header(seg, off, type, flags, span, len, qid, crc32c(0, pl, len));
+    if (segp)
+        *segp = seg;
+    return 0;
+}
+
+/* --- group commit bookkeeping --- */
+
+static void
+spool_pending_add(struct spool *sp, struct spool_segment *seg)
+{
+    for (size_t i = 0; i < sp->npending; i++)
+        if (sp->pending[i] == seg)
+            return;
+    if (sp->npending == sp->cappending) {
+        sp->cappending = sp->cappending ? sp->cappending * 2 : 4;
+        sp->pending = xrealloc(sp->pending, sp->cappending * sizeof *sp->pending);
+    }
+    sp->pending[sp->npending++] = seg;
+}
+
+/* A commit touched seg: returns the generation the waiter needs. */
+static uint64_t
+spool_dirty(struct spool *sp, struct spool_segment *seg)
+{
+    seg->dirty_gen++;
+    if (sp->nosync)
+        seg->sync_gen = seg->dirty_gen;
+    else
+        spool_pending_add(sp, seg);
+    return seg->dirty_gen;
+}
+
+size_t
+spool_sync_wanted(struct spool *sp, struct spool_segment **segs, size_t max)
+{
+    size_t n = 0, keep = 0;
+    for (size_t i = 0; i < sp->npending; i++) {
+        struct spool_segment *seg = sp->pending[i];
+        bool dirty = seg->dirty_gen > seg->sync_gen;
+        if (seg->failed || (!dirty && seg->sync_inflight_gen == 0))
+            continue; /* drop: re-added on the next commit */
+        sp->pending[keep++] = seg;
+        if (dirty && seg->sync_inflight_gen == 0 && n < max)
+            segs[n++] = seg;
+    }
+    sp->npending = keep;
+    return n;
+}
+
+void
+spool_sync_started(struct spool_segment *seg)
+{
+    seg->sync_inflight_gen = seg->dirty_gen;
+}
+
+/* On error: never retry, never claim (a second fsync may lie). */
+void
+spool_sync_done(struct spool *sp, struct spool_segment *seg, int res)
+{
+    uint64_t gen = seg->sync_inflight_gen;
+    seg->sync_inflight_gen = 0;
+    if (res >= 0) {
+        if (gen > seg->sync_gen)
+            seg->sync_gen = gen;
+        return;
+    }
+    seg->failed = true;
+    seg->sealed = true;
+    if (seg == sp->spare)
+        sp->spare = NULL;
+    if (seg == sp->cur) {
+        sp->cur = sp->spare;
+        sp->spare = NULL;
+        sp->cur_failed = sp->cur == NULL;
+    }
+}
+
+int
+spool_ticket_state(const struct spool_ticket *t)
+{
+    int state = 1;
+    for (unsigned i = 0; i < t->n; i++) {
+        const struct spool_segment *seg = t->seg[i];
+        if (seg->sync_gen >= t->gen[i])
+            continue;
+        if (seg->failed)
+            return -EIO;
+        state = 0;
+    }
+    return state;
+}
+
+void
+spool_set_nosync(struct spool *sp, bool nosync)
+{
+    sp->nosync = nosync;
+    if (!nosync)
+        return;
+    for (size_t i = 0; i < sp->nall; i++)
+        if (!sp->all[i]->failed)
+            sp->all[i]->sync_gen = sp->all[i]->dirty_gen;
+    sp->npending = 0;
+}
+
+/* --- messages --- */
+
+static uint32_t
+spool_first_chunk(uint64_t size_hint)
+{
+    uint64_t c = size_hint > SPOOL_CHUNK_MAX ? SPOOL_CHUNK_MAX : size_hint + 1024;
+    if (c < SPOOL_CHUNK_MIN)
+        c = SPOOL_CHUNK_MIN;
+    if (c > SPOOL_CHUNK_MAX)
+        c = SPOOL_CHUNK_MAX;
+    return (uint32_t)spool_align8(c);
+}
+
+static void
+spool_msg_free(struct spool_msg *m)
+{
+    for (unsigned i = 0; i < m->nsegs; i++)
+        spool_segment_put(m->segs[i]);
+    xfree(m);
+}
+
+/* Reserves the next chunk as a RESERVED record with its final span. */
+static int
+spool_msg_reserve(struct spool_msg *m)
+{
+    struct spool_segment *seg;
+    size_t off, span;
+    size_t fixed = SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX;
+    int rc = spool_place(m->sp, m, fixed + 8, fixed + m->next_cap, &seg, &off, &span);
+    if (rc < 0)
+        return rc;
+    uint8_t *pl = seg->base + off + SPOOL_RECORD_HEADER_SIZE;
+    spool_put_u32(pl, m->nchunks);
+    spool_put_u32(pl + 4, 0);
+    spool_write_header(seg, off, SPOOL_REC_RESERVED, m->flags, span, 0, m->qid, 0);
+    m->has_chunk = true;
+    m->cseg = seg;
+    m->coff = off;
+    m->cspan = (uint32_t)span;
+    m->ccap = (uint32_t)(span - fixed);
+    m->cused = 0;
+    m->chi = 0;
+    m->nchunks++;
+    m->next_cap = m->next_cap * 2 > SPOOL_CHUNK_MAX ? SPOOL_CHUNK_MAX : m->next_cap * 2;
+    return 0;
+}
+
+/* Turns the open chunk into BODY; gives unused space back when it is the
+ * segment's tail. */
+static void
+spool_msg_seal(struct spool_msg *m)
+{
+    struct spool *sp = m->sp;
+    struct spool_segment *seg = m->cseg;
+    uint8_t *pl = seg->base + m->coff + SPOOL_RECORD_HEADER_SIZE;
+    size_t len = SPOOL_CHUNK_PREFIX + m->cused;
+    size_t span = m->cspan;
+
+    /* Octets written then given back (unwrite) must not linger as junk. */
+    if (m->chi > m->cused)
+        memset(pl + len, 0, m->chi - m->cused);
+    if (seg == sp->cur && !seg->failed && seg->tail == m->coff + span) {
+        span = spool_align8(SPOOL_RECORD_HEADER_SIZE + len);
+        seg->tail = m->coff + span;
+    }
+    spool_write_header(seg, m->coff, SPOOL_REC_BODY, m->flags, span, len, m->qid,
+                       crc32c(0, pl, len));
+    m->has_chunk = false;
+}
+
+int
+spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
+                uint64_t size_hint, bool raw, struct spool_msg **out)
+{
+    struct spool_msg *m = xcalloc(1, sizeof *m);
+    m->sp = sp;
+    m->qid = qid;
+    m->flags = raw ? SPOOL_BODY_RAW : 0;
+    m->next_cap = spool_first_chunk(size_hint);
+
+    size_t elen = envelope_encoded_size(env);
+    uint8_t *enc = xmalloc(elen);
+    envelope_encode(env, enc);
+    int rc = spool_append(sp, m, SPOOL_REC_ENVELOPE, 0, qid, enc, elen, NULL);
+    xfree(enc);
+    if (rc == 0)
+        rc = spool_msg_reserve(m);
+    if (rc < 0) {
+        spool_msg_abort(m);
+        *out = NULL;
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+int
+spool_msg_space(struct spool_msg *m, uint8_t **p, size_t *avail)
+{
+    if (m->has_chunk && m->cseg->failed)
+        return -EIO;
+    if (!m->has_chunk || m->cused == m->ccap) {
+        if (m->has_chunk)
+            spool_msg_seal(m);
+        int rc = spool_msg_reserve(m);
+        if (rc < 0)
+            return rc;
+    }
+    *p = m->cseg->base + m->coff + SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX
+         + m->cused;
+    *avail = m->ccap - m->cused;
+    return 0;
+}
+
+void
+spool_msg_wrote(struct spool_msg *m, size_t n)
+{
+    if (!m->has_chunk)
+        return;
+    if (n > m->ccap - m->cused)
+        n = m->ccap - m->cused; /* caller bug; never past the chunk */
+    m->cused += (uint32_t)n;
+    m->length += n;
+    if (m->cused > m->chi)
+        m->chi = m->cused;
+}
+
+void
+spool_msg_unwrite(struct spool_msg *m, size_t n)
+{
+    if (!m->has_chunk)
+        return;
+    if (n > m->cused)
+        n = m->cused; /* only the open chunk's octets can be given back */
+    m->cused -= (uint32_t)n;
+    m->length -= n;
+}
+
+uint64_t
+spool_msg_length(const struct spool_msg *m)
+{
+    return m->length;
+}
+
+int
+spool_msg_commit(struct spool_msg *m, struct spool_ticket *ticket)
+{
+    struct spool *sp = m->sp;
+    uint8_t pl[16];
+    int rc;
+
+    ticket->n = 0;
+    for (unsigned i = 0; i < m->nsegs; i++) {
+        if (m->segs[i]->failed) {
+            spool_msg_abort(m);
+            return -EIO;
+        }
+    }
+    if (m->has_chunk)
+        spool_msg_seal(m);
+    spool_put_u64(pl, m->length);
+    spool_put_u32(pl + 8, m->nchunks);
+    spool_put_u32(pl + 12, m->flags);
+    rc = spool_append(sp, m, SPOOL_REC_COMMIT, m->flags, m->qid, pl, sizeof pl, NULL);
+    if (rc < 0) {
+        spool_msg_abort(m);
+        return rc;
+    }
+    for (unsigned i = 0; i < m->nsegs; i++) {
+        ticket->seg[i] = m->segs[i];
+        ticket->gen[i] = spool_dirty(sp, m->segs[i]);
+        m->segs[i]->live_msgs++;
+    }
+    ticket->n = m->nsegs;
+    spool_msg_free(m);
+    return 0;
+}
+
+void
+spool_msg_abort(struct spool_msg *m)
+{
+    struct spool *sp = m->sp;
+    if (m->has_chunk) {
+        struct spool_segment *seg = m->cseg;
+        if (seg == sp->cur && !seg->failed && seg->tail == m->coff + m->cspan) {
+            /* Tail: give the whole chunk back, zeroed. */
+            memset(seg->base + m->coff, 0,
+                   SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + m->chi);
+            seg->tail = m->coff;
+        }
+        /* Otherwise it stays RESERVED, which recovery skips by span. */
+        m->has_chunk = false;
+    }
+    /* Best effort: without it the qid has no COMMIT and is dropped anyway. */
+    (void)spool_append(sp, NULL, SPOOL_REC_ABORT, 0, m->qid, NULL, 0, NULL);
+    spool_msg_free(m);
+}
+
+/* --- records about committed messages --- */
+
+static int
+spool_append_ticketed(struct spool *sp, uint8_t type, uint64_t qid, const void *pl,
+                      size_t len, struct spool_ticket *t)
+{
+    struct spool_segment *seg;
+    if (t)
+        t->n = 0;
+    int rc = spool_append(sp, NULL, type, 0, qid, pl, len, &seg);
+    if (rc < 0)
+        return rc;
+    uint64_t gen = spool_dirty(sp, seg);
+    if (t) {
+        t->n = 1;
+        t->seg[0] = seg;
+        t->gen[0] = gen;
+    }
+    return 0;
+}
+
+int
+spool_append_rcpt_status(struct spool *sp, uint64_t qid, uint32_t rcpt_index,
+                         uint8_t state, uint64_t next_attempt_ms, struct spool_ticket *t)
+{
+    uint8_t pl[16];
+    spool_put_u32(pl, rcpt_index);
+    pl[4] = state;
+    pl[5] = pl[6] = pl[7] = 0;
+    spool_put_u64(pl + 8, next_attempt_ms);
+    return spool_append_ticketed(sp, SPOOL_REC_RCPT_STATUS, qid, pl, sizeof pl, t);
+}
+
+int
+spool_append_done(struct spool *sp, uint64_t qid, struct spool_ticket *t)
+{
+    return spool_append_ticketed(sp, SPOOL_REC_DONE, qid, NULL, 0, t);
+}
+
+int
+spool_append_abort(struct spool *sp, uint64_t qid, struct spool_ticket *t)
+{
+    return spool_append_ticketed(sp, SPOOL_REC_ABORT, qid, NULL, 0, t);
+}

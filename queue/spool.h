@@ -23,6 +23,23 @@
  * segment's random salt, so bytes inside a message body can never pass for a
  * header when recovery resynchronises after damage.
  *
+ * The segment header (64 bytes):
+ *   "RINGSEG1" | u32 version (1) | u32 worker | u64 seq | u64 salt |
+ *   28 zero bytes | u32 header_crc (CRC-32C of bytes 0..59)
+ * The record header CRC is crc32c(crc32c(0, salt as 8 LE octets), hdr, 28).
+ * Records of an unknown type with a valid header are skipped by span.
+ *
+ * Payloads:
+ *   ENVELOPE     the envelope encoding (envelope.h)
+ *   RESERVED     len 0, payload_crc 0; the span is what the chunk will use.
+ *                The chunk prefix below is already written.
+ *   BODY         u32 chunk index | u32 zero (SPOOL_CHUNK_PREFIX octets),
+ *                then the body octets; payload_crc covers prefix and body.
+ *                The chunk sequence number lives here, not in the header.
+ *   COMMIT       u64 body_len | u32 nchunks | u32 flags   (16 octets)
+ *   RCPT_STATUS  u32 rcpt_index | u8 state | 3 zero | u64 next_attempt_ms
+ *   DONE, ABORT  empty
+ *
  * A message is:  ENVELOPE, BODY chunk 0..n-1, COMMIT  (all with its qid).
  * Body chunks are reserved at the tail as RESERVED records, received into
  * directly from the socket, then sealed as BODY. Chunks of concurrent messages
@@ -45,6 +62,12 @@
 #define SPOOL_RECORD_HEADER_SIZE 32
 #define SPOOL_RECORD_MAGIC 0x31524d52u /* "RMR1" */
 #define SPOOL_SEGMENT_MAGIC "RINGSEG1"
+#define SPOOL_SEGMENT_VERSION 1u
+#define SPOOL_CHUNK_PREFIX 8        /* u32 chunk index, u32 zero */
+#define SPOOL_CHUNK_MIN (8u << 10)  /* first chunk: clamp(hint + 1024, MIN, MAX) */
+#define SPOOL_CHUNK_MAX (1u << 20)  /* chunks double up to this */
+#define SPOOL_SEGMENT_MIN_SIZE 4096
+#define SPOOL_SEGMENT_MAX_SIZE 0xfffff000u /* offsets are u32 */
 
 enum spool_record_type {
     SPOOL_REC_NONE = 0,        /* zeros: end of the written part */
@@ -106,7 +129,9 @@ struct spool_ticket {
 
 struct spool;
 
-/* One worker's append side. segment_size is the size of new segments. */
+/* One worker's append side. segment_size is the size of new segments.
+ * spool_free puts the spool's reference on every segment it attached;
+ * commit or abort every message first. */
 struct spool *spool_new(uint32_t worker, size_t segment_size);
 struct spool *spool_free(struct spool *sp);
 
@@ -116,21 +141,36 @@ int spool_segment_path(char *buf, size_t size, const char *dir, uint32_t worker,
                        uint64_t seq);
 
 /* The next segment number to create; io/ opens, fallocates, maps it, then
- * calls spool_segment_attach. Segment numbers only grow. */
+ * calls spool_segment_attach. Segment numbers only grow: each call reserves
+ * a new number, so a failed create never makes two files share one. */
 uint64_t spool_next_segment_seq(struct spool *sp);
+/* After recovery: numbers below seq are taken (spool_recovery.next_segment_seq). */
+void spool_set_next_segment_seq(struct spool *sp, uint64_t seq);
 /* True when io/ should prepare a spare segment now (the current one is past
  * half full, or there is none), so rollover never waits on the disk. */
 bool spool_wants_segment(const struct spool *sp);
 /* Takes a freshly created, zeroed, fallocated mapping and writes its header.
- * The spool keeps one current and at most one spare segment. */
+ * The spool keeps one current and at most one spare segment. Returns the new
+ * segment (the spool holds one reference until spool_free), or NULL when a
+ * spare is already attached or size is outside SPOOL_SEGMENT_MIN_SIZE..
+ * SPOOL_SEGMENT_MAX_SIZE (the mapping then stays the caller's). */
 struct spool_segment *spool_segment_attach(struct spool *sp, uint64_t seq, int fd,
                                            uint8_t *base, size_t size, uint64_t salt);
 /* Reference counting for readers (delivery, other workers). The last put
- * calls the unmap callback (munmap and close live in io/). */
+ * calls the unmap callback (munmap and close live in io/), then frees the
+ * struct: whoever makes a struct spool_segment outside spool_segment_attach
+ * allocates it with xcalloc and starts refs at 1. */
 void spool_segment_get(struct spool_segment *seg);
 void spool_segment_put(struct spool_segment *seg);
 typedef void spool_unmap_fn(struct spool_segment *seg);
 void spool_set_unmap(spool_unmap_fn *fn);
+/* Checks a segment header (magic, version, CRC) and reads its fields.
+ * Returns 0 or -EINVAL. Any out pointer may be NULL. */
+int spool_segment_header_read(const uint8_t *base, size_t size, uint32_t *worker,
+                              uint64_t *seq, uint64_t *salt);
+/* header_crc of a record header (its first 28 octets) in a segment with this
+ * salt; shared by the append side, recovery and tests. */
+uint32_t spool_record_header_crc(uint64_t salt, const uint8_t *hdr);
 
 /*
  * Starts a message: writes its ENVELOPE record and reserves the first body
@@ -176,6 +216,23 @@ int spool_ticket_state(const struct spool_ticket *t);
 /* With durability=none: treat everything written as synced. */
 void spool_set_nosync(struct spool *sp, bool nosync);
 
+/*
+ * Later records about a committed message, appended at the tail of the
+ * current segment. Each fills *t (may be NULL) like a commit: the record is
+ * durable when spool_ticket_state(t) is 1. Return 0, -ENOSPC or -EIO.
+ * Recovery applies RCPT_STATUS per recipient in (segment seq, worker,
+ * offset) order, last one wins, except that a final state (DELIVERED,
+ * FAILED) is never replaced by a non-final one.
+ */
+int spool_append_rcpt_status(struct spool *sp, uint64_t qid, uint32_t rcpt_index,
+                             uint8_t state, uint64_t next_attempt_ms,
+                             struct spool_ticket *t);
+int spool_append_done(struct spool *sp, uint64_t qid, struct spool_ticket *t);
+/* ABORT for a qid whose spool_msg is gone, e.g. its commit's fsync failed
+ * and the client got 451: if those bytes surface after all, recovery still
+ * drops the message. Best effort, like every ABORT. */
+int spool_append_abort(struct spool *sp, uint64_t qid, struct spool_ticket *t);
+
 /* --- recovery (pure: runs over a mapped segment, does no I/O) --- */
 
 struct spool_recovered_msg {
@@ -186,6 +243,8 @@ struct spool_recovered_msg {
     struct spool_extent *chunks;
     uint32_t nchunks;
     bool done;                  /* a DONE record was found */
+    uint64_t next_attempt_ms;   /* earliest next_attempt_ms of the recipients
+                                   left DEFERRED, 0 if none */
 };
 
 struct spool_damage {
@@ -193,6 +252,7 @@ struct spool_damage {
     uint32_t off;               /* offset of the damaged range in the segment */
     uint32_t len;
     const char *why;            /* static text */
+    uint64_t qid;               /* message the range belonged to, 0 = unknown */
 };
 
 struct spool_recovery {
@@ -202,6 +262,14 @@ struct spool_recovery {
     size_t ndamage;
     size_t dropped_uncommitted;    /* messages without COMMIT (never acknowledged) */
     uint64_t max_qid;              /* highest qid seen, committed or not */
+    uint64_t next_segment_seq;     /* one past the highest segment seq seen */
+    /* Segments (non-NULL ones passed to add_segment) that hold nothing a
+     * later recovery needs: every qid in them is done, aborted, damaged or
+     * uncommitted, and no DONE/ABORT in them cancels a message whose bytes
+     * lie in a segment that is kept. Damage in them must be quarantined
+     * before they are removed. Filled by finish. */
+    struct spool_segment **deletable;
+    size_t ndeletable;
     void *priv;                    /* working state between add and finish */
 };
 
@@ -215,6 +283,16 @@ struct spool_recovery {
  * extent (may be NULL in tests) and in each damage entry.
  * spool_recovery_finish keeps the committed, intact messages in msgs (sorted
  * by qid); a COMMIT whose chunks are missing or damaged becomes damage too.
+ *
+ * Recovery takes a reference on every non-NULL segment added and puts them
+ * in spool_recovery_free: extents stay valid until then, so whoever keeps a
+ * message beyond that gets its own references first. A message with an
+ * ABORT is dropped even if its COMMIT is intact. A DONE message is kept with
+ * done set when intact, silently skipped when its bytes are gone (a segment
+ * already removed). An intact segment header with a bad record after it is
+ * never an error: the record becomes damage. A zero header is the end of the
+ * written part only if no valid header follows; otherwise the zeros are
+ * damage (a lost sector), so later commits are not lost with it.
  */
 void spool_recovery_init(struct spool_recovery *r);
 int spool_recovery_add_segment(struct spool_recovery *r, struct spool_segment *seg,

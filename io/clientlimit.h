@@ -1,0 +1,35 @@
+/*
+ * clientlimit - per-client-IP connection counts and rates, and the global
+ * connection budget (Postfix's anvil, in-process).
+ *
+ * Shared by all workers: a fixed table of stripes, each a mutex over a small
+ * chained hash; the critical section is a few loads and stores. Counting is
+ * exact (no hash-collision false positives).
+ */
+#ifndef RINGMTA_IO_CLIENTLIMIT_H
+#define RINGMTA_IO_CLIENTLIMIT_H
+
+#include <stdint.h>
+
+#include "netaddr.h"
+
+enum clientlimit_verdict {
+    CLIENTLIMIT_OK = 0,
+    CLIENTLIMIT_TOO_MANY_FROM_CLIENT,   /* 421 4.7.0 */
+    CLIENTLIMIT_TOO_FAST,               /* 421 4.7.0 */
+    CLIENTLIMIT_TOO_MANY_TOTAL,         /* 421 4.3.2 */
+};
+
+struct clientlimit;
+
+/* Limits of 0 mean "no limit". rate_limit is per 60 s. */
+struct clientlimit *clientlimit_new(unsigned per_client, unsigned rate_limit,
+                                    unsigned total);
+struct clientlimit *clientlimit_free(struct clientlimit *cl);
+/* A connection arrived; on CLIENTLIMIT_OK the caller must call release at
+ * close. On a refusal nothing is held. */
+enum clientlimit_verdict clientlimit_acquire(struct clientlimit *cl, const struct netaddr *a,
+                                             uint64_t now_ms);
+void clientlimit_release(struct clientlimit *cl, const struct netaddr *a);
+
+#endif

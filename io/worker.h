@@ -1,0 +1,190 @@
+/*
+ * worker - one thread, one io_uring, its listeners, its connections, its
+ * spool append side and its share of the queue.
+ *
+ * Everything in struct worker is touched only by its own thread, except the
+ * handoff inbox (any thread pushes) and the wake eventfd. Loop functions take
+ * the worker they run on: there are no hidden globals.
+ *
+ * user_data of every SQE is a pointer with the operation in its low 4 bits
+ * (objects are 16-byte aligned): see ud_pack()/ud_op()/ud_ptr().
+ */
+#ifndef RINGMTA_IO_WORKER_H
+#define RINGMTA_IO_WORKER_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "address.h"
+#include "config.h"
+#include "handoff.h"
+#include "queue.h"
+#include "smtp_server.h"
+#include "spool.h"
+
+struct clientlimit;
+
+enum io_op {
+    OP_ACCEPT = 1,      /* ptr: struct listener */
+    OP_RECV,            /* ptr: struct conn (command phase, provided buffer) */
+    OP_BODY_RECV,       /* ptr: struct conn (into the spool mapping) */
+    OP_SEND,            /* ptr: struct conn */
+    OP_SHUTDOWN,        /* ptr: struct conn */
+    OP_CLOSE,           /* ptr: struct conn */
+    OP_FSYNC,           /* ptr: struct spool_segment */
+    OP_TICK,            /* ptr: struct worker */
+    OP_WAKE,            /* ptr: struct worker (eventfd read) */
+    OP_SEG_OPEN,        /* ptr: struct seg_prep */
+    OP_SEG_FALLOC,      /* ptr: struct seg_prep */
+    OP_SEG_DIRSYNC,     /* ptr: struct seg_prep */
+    OP_IGNORE,          /* completions nobody waits for */
+};
+
+static inline uint64_t
+ud_pack(enum io_op op, const void *p)
+{
+    return (uint64_t)(uintptr_t)p | (uint64_t)op;
+}
+static inline enum io_op
+ud_op(uint64_t ud)
+{
+    return (enum io_op)(ud & 0xf);
+}
+static inline void *
+ud_ptr(uint64_t ud)
+{
+    return (void *)(uintptr_t)(ud & ~(uint64_t)0xf);
+}
+
+/* Shared, immutable after start: what every worker reads. */
+struct daemon {
+    const struct config *cfg;
+    struct relay_policy relay;
+    char hostname[256];
+    unsigned nworkers;
+    struct worker **workers;
+    struct clientlimit *limits;
+    atomic_bool stopping;
+    uint64_t qid_floor;         /* highest qid recovered */
+    uint64_t next_segment_seq;  /* first segment number not used in the spool */
+};
+
+struct listener {
+    _Alignas(16) int fd;
+    struct worker *w;
+    enum listener_kind kind;
+    bool armed;
+};
+
+struct seg_prep {
+    _Alignas(16) int fd;
+    uint64_t seq;
+    bool busy;
+};
+
+enum conn_phase {
+    CONN_OPEN = 0,
+    CONN_LINGER,        /* final reply sent, write side shut, draining input */
+    CONN_CLOSING,       /* close submitted */
+};
+
+struct conn {
+    _Alignas(16) struct worker *w;
+    int fd;
+    enum conn_phase phase;
+    unsigned inflight;          /* SQEs not yet completed */
+    bool recv_armed;
+    bool send_armed;
+    bool limit_held;            /* clientlimit_release at close */
+    bool in_commit_wait;
+    bool in_dirty;
+    bool close_submitted;
+    uint64_t greet_at_ms;       /* greet pause: banner time, 0 = greeted */
+    uint64_t linger_until_ms;
+    struct smtp_outbuf sending; /* owned by the kernel while send_armed */
+    size_t sent;
+    struct spool_msg *msg;      /* message being received, or NULL */
+    uint8_t *body_ptr;          /* where the armed body recv writes */
+    size_t body_room;
+    struct spool_ticket ticket;
+    struct envelope *pending_env; /* envelope of the message waiting for commit */
+    uint64_t pending_qid;
+    uint32_t pending_flags;
+    uint64_t pending_body_len;
+    size_t received_len;        /* our Received: header at the body's start */
+    struct conn *next_commit;   /* worker's commit-wait list */
+    struct conn *next_dirty;    /* worker's "has output / needs recv" list */
+    struct conn *prev_all, *next_all;
+    struct smtp_server smtp;
+};
+
+struct worker {
+    _Alignas(16) unsigned id;
+    struct daemon *d;
+    pthread_t thread;
+    struct io_uring ring;
+    /* provided buffers for command-phase receives */
+    struct io_uring_buf_ring *br;
+    uint8_t *buf_base;
+    unsigned buf_count;
+    unsigned buf_size;
+    unsigned buf_group;
+    /* listeners (one SO_REUSEPORT socket per endpoint per worker) */
+    struct listener *listeners;
+    size_t nlisteners;
+    /* connections */
+    struct conn *all;
+    size_t nconns;
+    struct conn *dirty;
+    struct conn *commit_wait;
+    /* spool append side and segment preparation */
+    struct spool *spool;
+    struct seg_prep prep;
+    int seg_dir_fd;             /* "<spool_dir>/seg", fsync'd after creates */
+    uint64_t last_qid;
+    /* queue and cross-worker hand-off */
+    struct queue *queue;
+    struct handoff *inbox;
+    int wake_fd;
+    uint64_t wake_buf;
+    atomic_bool wake_pending;
+    /* timers */
+    struct __kernel_timespec tick_ts;
+    uint64_t now_ms;            /* monotonic */
+    /* counters */
+    uint64_t accepted_msgs;
+    uint64_t fsyncs;
+};
+
+struct worker *worker_new(struct daemon *d, unsigned id, char *err, size_t errsize);
+int worker_start(struct worker *w);
+void worker_join(struct worker *w);
+void worker_wake(struct worker *w);
+struct worker *worker_free(struct worker *w);
+
+/* conn.c */
+void conn_accepted(struct worker *w, struct listener *l, int fd);
+void conn_on_cqe(struct worker *w, enum io_op op, struct conn *c, struct io_uring_cqe *cqe);
+void conn_flush(struct worker *w, struct conn *c);
+void conn_mark_dirty(struct worker *w, struct conn *c);
+void conn_tick(struct worker *w, struct conn *c);
+void conn_committed(struct worker *w, struct conn *c, int res);
+void conn_shutdown_all(struct worker *w);
+
+/* worker.c helpers used by conn.c */
+struct io_uring_sqe *worker_sqe(struct worker *w);
+uint64_t worker_next_qid(struct worker *w, uint64_t unix_ms);
+uint64_t worker_unix_ms(void);
+uint64_t worker_mono_ms(void);
+void worker_message_accepted(struct worker *w, struct queue_msg *m);
+void worker_recycle_buffer(struct worker *w, unsigned bid);
+/* Installs munmap+close as the spool's segment release (once, in main). */
+void worker_set_unmap(void);
+
+/* listener.c */
+int listener_open(const struct listen_endpoint *ep, char *err, size_t errsize);
+
+#endif

@@ -1,0 +1,63 @@
+/*
+ * queue - the in-memory queue: committed messages waiting for delivery,
+ * split per destination domain and owned by the worker that owns the domain.
+ *
+ * A struct queue_msg is shared by every worker that holds recipients of it
+ * (reference counted, atomic); a struct queue_entry (one message, one
+ * destination domain) belongs to exactly one worker's struct queue, which is
+ * used only by that worker's thread. Destinations are sharded by a hash of
+ * the lowercased domain, so each domain's connection pool and limits live on
+ * one worker and need no locks.
+ */
+#ifndef RINGMTA_QUEUE_QUEUE_H
+#define RINGMTA_QUEUE_QUEUE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "envelope.h"
+
+struct queue_msg {
+    uint64_t qid;
+    struct envelope env;
+    uint64_t body_len;
+    uint32_t body_flags;        /* SPOOL_BODY_RAW */
+    atomic_uint refs;
+};
+
+struct queue_entry {
+    struct queue_msg *msg;
+    struct queue_entry *next;
+    uint32_t nrcpt;
+    uint32_t *rcpt;             /* indexes into msg->env.rcpts */
+    char domain[];              /* lowercased destination domain */
+};
+
+struct queue;
+
+/* Takes ownership of env (moved, not copied). refs starts at 1. */
+struct queue_msg *queue_msg_new(uint64_t qid, struct envelope *env, uint64_t body_len,
+                                uint32_t body_flags);
+void queue_msg_get(struct queue_msg *m);
+void queue_msg_put(struct queue_msg *m);
+
+/* The worker that owns domain (lowercased) among nworkers. */
+unsigned queue_domain_owner(const char *domain, unsigned nworkers);
+
+/*
+ * Splits m by recipient domain: calls emit(arg, entry) once per distinct
+ * domain with a new entry holding a reference to m. Recipients already in a
+ * final state are skipped. Returns the number of entries emitted.
+ */
+size_t queue_msg_split(struct queue_msg *m, void (*emit)(void *arg, struct queue_entry *e),
+                       void *arg);
+void queue_entry_free(struct queue_entry *e);
+
+struct queue *queue_new(unsigned worker);
+struct queue *queue_free(struct queue *q);
+/* Takes ownership of e. */
+void queue_add(struct queue *q, struct queue_entry *e);
+size_t queue_entries(const struct queue *q);
+
+#endif
