@@ -12,7 +12,7 @@
  * Checks run in a fixed order so that the status is predictable:
  *   syntax -> 8-bit without SMTPUTF8 -> invalid UTF-8 -> local part length
  *   -> domain length (total or one label) -> path length.
- * Nothing is written to *out until all of them passed.
+ * *out is zeroed first and filled only when all of them passed.
  *
  * The address is never interpreted: "`id`@x" and "${run{/bin/sh}}@x" are
  * legal Dot-strings (backquote, '$', '{', '}', '/' are atext) and stay
@@ -187,6 +187,8 @@ scan_domain(struct cursor *c, size_t *label_max)
  * General-address-literal needs an IANA-registered tag and none but IPv6 is
  * registered, so anything else is refused. The text is handed to inet_pton,
  * which accepts exactly the dotted-quad and RFC 4291 forms.
+ * XXX glibc refuses leading zeros ("[01.2.3.4]") that Snum = 1*3DIGIT allows;
+ * refusing them is an accepted compromise: a literal is never local anyway.
  */
 static bool
 scan_address_literal(struct cursor *c)

@@ -1,1 +1,864 @@
+/*
+ * test_spool - the append side: records, chunk reservation and growth,
+ * sealing and tail shrinking, rollover, abort, group-commit bookkeeping.
+ * Segments are anonymous mappings standing in for fallocated files.
+ */
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "alloc.h"
+#include "crc32c.h"
+#include "spool.h"
+
+static int test_unmaps;
+
+static void
+test_unmap(struct spool_segment *seg)
+{
+    munmap(seg->base, seg->size);
+    test_unmaps++;
+}
+
+static void
+test_setup(void)
+{
+    test_unmaps = 0;
+    spool_set_unmap(test_unmap);
+}
+
+TestSuite(spool, .init = test_setup);
+
+static struct spool_segment *
+test_attach(struct spool *sp, size_t size)
+{
+    uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+    cr_assert_neq(base, MAP_FAILED);
+    uint64_t seq = spool_next_segment_seq(sp);
+    struct spool_segment *seg = spool_segment_attach(sp, seq, -1, base, size,
+                                                     0x5a17c0ffee000000ull + seq);
+    if (seg == NULL)
+        munmap(base, size);
+    return seg;
+}
+
+static uint32_t
+test_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
+           | (uint32_t)p[3] << 24;
+}
+
+static uint64_t
+test_u64(const uint8_t *p)
+{
+    return (uint64_t)test_u32(p) | (uint64_t)test_u32(p + 4) << 32;
+}
+
+struct test_rec {
+    size_t off;
+    uint8_t type, flags;
+    uint32_t span, len;
+    uint64_t qid;
+};
+
+/* Walks a segment's records (header CRC checked) up to the first zero. */
+static size_t
+test_walk(const struct spool_segment *seg, struct test_rec *out, size_t max)
+{
+    size_t n = 0, off = SPOOL_SEGMENT_HEADER_SIZE;
+    while (off + SPOOL_RECORD_HEADER_SIZE <= seg->size) {
+        const uint8_t *h = seg->base + off;
+        if (test_u32(h) == 0)
+            break;
+        cr_assert_eq(test_u32(h), SPOOL_RECORD_MAGIC, "magic at %zu", off);
+        cr_assert_eq(test_u32(h + 28), spool_record_header_crc(seg->salt, h));
+        struct test_rec r = { off, h[4], h[5], test_u32(h + 8), test_u32(h + 12),
+                              test_u64(h + 16) };
+        cr_assert_eq(r.span % 8, 0);
+        cr_assert_eq(off % 8, 0);
+        cr_assert_leq(off + r.span, seg->size);
+        cr_assert_leq(r.len, r.span - SPOOL_RECORD_HEADER_SIZE);
+        if (r.type != SPOOL_REC_RESERVED)
+            cr_assert_eq(test_u32(h + 24),
+                         crc32c(0, h + SPOOL_RECORD_HEADER_SIZE, r.len));
+        if (n < max)
+            out[n] = r;
+        n++;
+        off += r.span;
+    }
+    return n;
+}
+
+static struct envelope_rcpt test_rcpt = { .addr = "rcpt@example.org" };
+
+static struct envelope
+test_env(void)
+{
+    return (struct envelope){ .sender = "s@example.com", .rcpts = &test_rcpt, .nrcpt = 1,
+                              .client_addr = "192.0.2.1", .client_helo = "h" };
+}
+
+static void
+test_fill(uint8_t *p, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)((seed * 131 + i * 7 + (i >> 9)) & 0xff);
+}
+
+/* Streams n body octets through space/wrote, at most step per call. */
+static int
+test_write_body(struct spool_msg *m, size_t n, uint64_t seed, size_t step)
+{
+    uint8_t *src = xmalloc(n ? n : 1);
+    test_fill(src, n, seed);
+    size_t done = 0;
+    while (done < n) {
+        uint8_t *p;
+        size_t avail;
+        int rc = spool_msg_space(m, &p, &avail);
+        if (rc < 0) {
+            free(src);
+            return rc;
+        }
+        cr_assert_gt(avail, 0);
+        size_t k = n - done < avail ? n - done : avail;
+        if (k > step)
+            k = step;
+        memcpy(p, src + done, k);
+        spool_msg_wrote(m, k);
+        done += k;
+    }
+    free(src);
+    return 0;
+}
+
+/* Concatenates a recovered message's body. */
+static uint8_t *
+test_body(const struct spool_recovered_msg *rm)
+{
+    uint8_t *b = xmalloc(rm->body_len ? rm->body_len : 1);
+    size_t at = 0;
+    for (uint32_t i = 0; i < rm->nchunks; i++) {
+        memcpy(b + at, rm->chunks[i].seg->base + rm->chunks[i].off, rm->chunks[i].len);
+        at += rm->chunks[i].len;
+    }
+    cr_assert_eq(at, rm->body_len);
+    return b;
+}
+
+static void
+test_assert_body(const struct spool_recovered_msg *rm, size_t n, uint64_t seed)
+{
+    cr_assert_eq(rm->body_len, n);
+    uint8_t *want = xmalloc(n ? n : 1);
+    test_fill(want, n, seed);
+    uint8_t *got = test_body(rm);
+    cr_assert_eq(memcmp(want, got, n), 0, "body of qid %llu differs",
+                 (unsigned long long)rm->qid);
+    free(want);
+    free(got);
+}
+
+static void
+test_recover(struct spool_recovery *r, struct spool_segment **segs, size_t n)
+{
+    spool_recovery_init(r);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(spool_recovery_add_segment(r, segs[i], segs[i]->base, segs[i]->size), 0);
+    spool_recovery_finish(r);
+}
+
+Test(spool, attach_writes_a_readable_segment_header)
+{
+    struct spool *sp = spool_new(3, 65536);
+    struct spool_segment *seg = test_attach(sp, 65536);
+    cr_assert_not_null(seg);
+    uint32_t w;
+    uint64_t seq, salt;
+    cr_assert_eq(spool_segment_header_read(seg->base, seg->size, &w, &seq, &salt), 0);
+    cr_assert_eq(w, 3);
+    cr_assert_eq(seq, seg->seq);
+    cr_assert_eq(salt, seg->salt);
+    cr_assert_eq(memcmp(seg->base, "RINGSEG1", 8), 0);
+    seg->base[20] ^= 1;
+    cr_assert_eq(spool_segment_header_read(seg->base, seg->size, NULL, NULL, NULL), -EINVAL);
+    spool_free(sp);
+    cr_assert_eq(test_unmaps, 1);
+}
+
+Test(spool, attach_keeps_one_current_and_one_spare)
+{
+    struct spool *sp = spool_new(0, 65536);
+    cr_assert(spool_wants_segment(sp));
+    cr_assert_not_null(test_attach(sp, 65536));
+    cr_assert_not(spool_wants_segment(sp));
+    cr_assert_not_null(test_attach(sp, 65536));
+    cr_assert_null(test_attach(sp, 65536));
+    cr_assert_null(test_attach(sp, 100)); /* too small */
+    spool_free(sp);
+}
+
+Test(spool, segment_numbers_only_grow)
+{
+    struct spool *sp = spool_new(0, 65536);
+    uint64_t a = spool_next_segment_seq(sp);
+    uint64_t b = spool_next_segment_seq(sp);
+    cr_assert_gt(b, a);
+    spool_set_next_segment_seq(sp, 100);
+    cr_assert_eq(spool_next_segment_seq(sp), 100);
+    spool_set_next_segment_seq(sp, 50);
+    cr_assert_eq(spool_next_segment_seq(sp), 101);
+    spool_free(sp);
+}
+
+Test(spool, segment_path_is_worker_and_hex_seq)
+{
+    char buf[128];
+    int n = spool_segment_path(buf, sizeof buf, "/var/spool/ringmta", 2, 0x1f);
+    cr_assert_str_eq(buf, "/var/spool/ringmta/seg/w2-000000000000001f.seg");
+    cr_assert_eq(n, (int)strlen(buf));
+}
+
+Test(spool, begin_space_wrote_commit_writes_envelope_body_commit)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 42, &env, 0, false, &m), 0);
+    cr_assert_eq(test_write_body(m, 5000, 1, 777), 0);
+    cr_assert_eq(spool_msg_length(m), 5000);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+
+    struct test_rec rec[8];
+    size_t n = test_walk(seg, rec, 8);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(rec[0].type, SPOOL_REC_ENVELOPE);
+    cr_assert_eq(rec[1].type, SPOOL_REC_BODY);
+    cr_assert_eq(rec[1].len, SPOOL_CHUNK_PREFIX + 5000);
+    cr_assert_eq(test_u32(seg->base + rec[1].off + SPOOL_RECORD_HEADER_SIZE), 0);
+    cr_assert_eq(rec[2].type, SPOOL_REC_COMMIT);
+    cr_assert_eq(rec[2].len, 16);
+    const uint8_t *cp = seg->base + rec[2].off + SPOOL_RECORD_HEADER_SIZE;
+    cr_assert_eq(test_u64(cp), 5000);
+    cr_assert_eq(test_u32(cp + 8), 1);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(rec[i].qid, 42);
+    /* The envelope decodes back. */
+    struct envelope out;
+    cr_assert_eq(envelope_decode(seg->base + rec[0].off + SPOOL_RECORD_HEADER_SIZE,
+                                 rec[0].len, &out), 0);
+    cr_assert_str_eq(out.sender, "s@example.com");
+    envelope_free(&out);
+
+    cr_assert_eq(t.n, 1);
+    cr_assert_eq(t.seg[0], seg);
+    cr_assert_eq(t.gen[0], 1);
+    cr_assert_eq(seg->live_msgs, 1);
+    spool_free(sp);
+}
+
+Test(spool, raw_flag_is_carried_on_chunks_and_commit)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, true, &m), 0);
+    cr_assert_eq(test_write_body(m, 100, 1, 100), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    struct test_rec rec[4];
+    cr_assert_eq(test_walk(seg, rec, 4), 3);
+    cr_assert_eq(rec[1].flags, SPOOL_BODY_RAW);
+    cr_assert_eq(test_u32(seg->base + rec[2].off + SPOOL_RECORD_HEADER_SIZE + 12),
+                 SPOOL_BODY_RAW);
+    spool_free(sp);
+}
+
+Test(spool, first_chunk_is_sized_from_the_size_hint)
+{
+    struct {
+        uint64_t hint;
+        size_t cap;
+    } cases[] = {
+        { 0, 8192 },
+        { 7000, 8192 },
+        { 7169, 8200 },          /* 8193 rounded up to 8 */
+        { 100000, 101024 },
+        { 5u << 20, 1u << 20 },
+        { UINT64_MAX, 1u << 20 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct spool *sp = spool_new(0, 4 << 20);
+        test_attach(sp, 4 << 20);
+        struct envelope env = test_env();
+        struct spool_msg *m;
+        cr_assert_eq(spool_msg_begin(sp, 1, &env, cases[i].hint, false, &m), 0);
+        uint8_t *p;
+        size_t avail;
+        cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+        cr_assert_eq(avail, cases[i].cap, "hint %llu: %zu", (unsigned long long)cases[i].hint,
+                     avail);
+        cr_assert_eq((uintptr_t)p % 8, 0);
+        spool_msg_abort(m);
+        spool_free(sp);
+    }
+}
+
+Test(spool, chunks_double_up_to_one_mib)
+{
+    struct spool *sp = spool_new(0, 16 << 20);
+    struct spool_segment *seg = test_attach(sp, 16 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 9, &env, 0, false, &m), 0);
+    size_t want[] = { 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, 1048576,
+                      1048576 };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        uint8_t *p;
+        size_t avail;
+        cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+        cr_assert_eq(avail, want[i], "chunk %zu: %zu", i, avail);
+        test_fill(p, avail, i);
+        spool_msg_wrote(m, avail);
+        total += avail;
+    }
+    cr_assert_eq(spool_msg_length(m), total);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    struct test_rec rec[16];
+    size_t n = test_walk(seg, rec, 16);
+    cr_assert_eq(n, 12);
+    for (size_t i = 0; i < 10; i++) {
+        cr_assert_eq(rec[1 + i].type, SPOOL_REC_BODY);
+        cr_assert_eq(test_u32(seg->base + rec[1 + i].off + SPOOL_RECORD_HEADER_SIZE), i,
+                     "chunk index");
+    }
+    spool_free(sp);
+}
+
+Test(spool, concurrent_messages_interleave_and_recover_intact)
+{
+    struct spool *sp = spool_new(0, 8 << 20);
+    struct spool_segment *seg = test_attach(sp, 8 << 20);
+    struct envelope env = test_env();
+    enum { N = 5 };
+    struct spool_msg *m[N];
+    size_t sizes[N] = { 0, 1, 9000, 40000, 300000 };
+    size_t done[N] = { 0 };
+    uint8_t *src[N];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(spool_msg_begin(sp, 100 + i, &env, 0, i % 2, &m[i]), 0);
+        src[i] = xmalloc(sizes[i] + 1);
+        test_fill(src[i], sizes[i], 100 + i);
+    }
+    /* Round robin, 1000 octets at a time. */
+    bool more = true;
+    while (more) {
+        more = false;
+        for (int i = 0; i < N; i++) {
+            if (done[i] == sizes[i])
+                continue;
+            uint8_t *p;
+            size_t avail;
+            cr_assert_eq(spool_msg_space(m[i], &p, &avail), 0);
+            size_t k = sizes[i] - done[i];
+            if (k > avail)
+                k = avail;
+            if (k > 1000)
+                k = 1000;
+            memcpy(p, src[i] + done[i], k);
+            spool_msg_wrote(m[i], k);
+            done[i] += k;
+            more = true;
+        }
+    }
+    struct spool_ticket t[N];
+    for (int i = N - 1; i >= 0; i--)
+        cr_assert_eq(spool_msg_commit(m[i], &t[i]), 0);
+    cr_assert_eq(t[0].gen[0], N);
+
+    struct spool_recovery r;
+    test_recover(&r, &seg, 1);
+    cr_assert_eq(r.nmsgs, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(r.msgs[i].qid, (uint64_t)(100 + i));
+        cr_assert_eq(r.msgs[i].flags, i % 2 ? SPOOL_BODY_RAW : 0);
+        test_assert_body(&r.msgs[i], sizes[i], 100 + i);
+        free(src[i]);
+    }
+    cr_assert_eq(r.ndamage, 0);
+    spool_recovery_free(&r);
+    spool_free(sp);
+}
+
+Test(spool, sealing_the_tail_chunk_gives_space_back)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
+    cr_assert_eq(test_write_body(m, 13, 1, 13), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    struct test_rec rec[4];
+    cr_assert_eq(test_walk(seg, rec, 4), 3);
+    cr_assert_eq(rec[1].span, 56); /* 32 + 8 + 13 -> 53 -> 56 */
+    cr_assert_eq(rec[2].off, rec[1].off + 56);
+    cr_assert_eq(seg->tail, rec[2].off + rec[2].span);
+    /* Everything after the tail is still zero. */
+    for (size_t i = seg->tail; i < seg->tail + 9000; i++)
+        cr_assert_eq(seg->base[i], 0);
+    spool_free(sp);
+}
+
+Test(spool, chunk_followed_by_another_record_keeps_its_span)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *a, *b;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &a), 0);
+    cr_assert_eq(test_write_body(a, 10, 1, 10), 0);
+    cr_assert_eq(spool_msg_begin(sp, 2, &env, 0, false, &b), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(a, &t), 0);
+    struct test_rec rec[8];
+    size_t n = test_walk(seg, rec, 8);
+    cr_assert_eq(rec[1].type, SPOOL_REC_BODY);
+    cr_assert_eq(rec[1].span, SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + 8192);
+    cr_assert_eq(rec[2].type, SPOOL_REC_ENVELOPE);
+    cr_assert_eq(rec[2].qid, 2);
+    cr_assert_eq(rec[3].type, SPOOL_REC_RESERVED);
+    cr_assert_eq(rec[n - 1].type, SPOOL_REC_COMMIT);
+    spool_msg_abort(b);
+    spool_free(sp);
+}
+
+Test(spool, unwrite_gives_back_octets_and_zeroes_them)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
+    uint8_t *p;
+    size_t avail;
+    cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+    memcpy(p, "body\r\n.\r\nQUIT\r\n", 15);
+    spool_msg_wrote(m, 15);
+    spool_msg_unwrite(m, 6);
+    cr_assert_eq(spool_msg_length(m), 9);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    struct test_rec rec[4];
+    cr_assert_eq(test_walk(seg, rec, 4), 3);
+    cr_assert_eq(rec[1].len, SPOOL_CHUNK_PREFIX + 9);
+    /* "QUIT\r\n" is gone from the mapping. */
+    cr_assert_null(memmem(seg->base, seg->size, "QUIT", 4));
+    spool_free(sp);
+}
+
+Test(spool, abort_writes_abort_and_returns_the_tail)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 77, &env, 0, false, &m), 0);
+    cr_assert_eq(test_write_body(m, 3000, 1, 3000), 0);
+    spool_msg_abort(m);
+    struct test_rec rec[4];
+    size_t n = test_walk(seg, rec, 4);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(rec[0].type, SPOOL_REC_ENVELOPE);
+    cr_assert_eq(rec[1].type, SPOOL_REC_ABORT);
+    cr_assert_eq(rec[1].qid, 77);
+    cr_assert_eq(seg->tail, rec[1].off + rec[1].span);
+    for (size_t i = seg->tail; i < seg->tail + 8192; i++)
+        cr_assert_eq(seg->base[i], 0, "junk at %zu", i);
+    spool_free(sp);
+}
+
+Test(spool, abort_of_a_non_tail_chunk_leaves_it_reserved)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *a, *b;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &a), 0);
+    cr_assert_eq(spool_msg_begin(sp, 2, &env, 0, false, &b), 0);
+    spool_msg_abort(a);
+    struct test_rec rec[8];
+    size_t n = test_walk(seg, rec, 8);
+    cr_assert_eq(n, 5);
+    cr_assert_eq(rec[1].type, SPOOL_REC_RESERVED);
+    cr_assert_eq(rec[1].qid, 1);
+    cr_assert_eq(rec[4].type, SPOOL_REC_ABORT);
+    spool_msg_abort(b);
+    spool_free(sp);
+}
+
+Test(spool, space_never_extends_past_the_segment)
+{
+    size_t size = 64 << 10;
+    struct spool *sp = spool_new(0, size);
+    struct spool_segment *seg = test_attach(sp, size);
+    struct envelope env = test_env();
+    int rc = 0;
+    uint64_t qid = 1;
+    while (rc == 0) {
+        struct spool_msg *m;
+        rc = spool_msg_begin(sp, qid++, &env, 20000, false, &m);
+        if (rc < 0)
+            break;
+        for (int i = 0; i < 20 && rc == 0; i++) {
+            uint8_t *p;
+            size_t avail;
+            rc = spool_msg_space(m, &p, &avail);
+            if (rc < 0)
+                break;
+            cr_assert_geq(p, seg->base + SPOOL_SEGMENT_HEADER_SIZE);
+            cr_assert_leq(p + avail, seg->base + seg->size);
+            memset(p, 'x', avail);
+            spool_msg_wrote(m, avail);
+        }
+        cr_assert_leq(seg->tail, seg->size);
+        if (rc < 0) {
+            spool_msg_abort(m);
+            break;
+        }
+        struct spool_ticket t;
+        rc = spool_msg_commit(m, &t);
+    }
+    cr_assert_eq(rc, -ENOSPC);
+    cr_assert_leq(seg->tail, seg->size);
+    cr_assert(spool_wants_segment(sp));
+    spool_free(sp);
+}
+
+Test(spool, no_segment_means_enospc)
+{
+    struct spool *sp = spool_new(0, 65536);
+    struct envelope env = test_env();
+    struct spool_msg *m = (void *)1;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), -ENOSPC);
+    cr_assert_null(m);
+    spool_free(sp);
+}
+
+Test(spool, wants_a_spare_once_past_half_full)
+{
+    struct spool *sp = spool_new(0, 65536);
+    test_attach(sp, 65536);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
+    cr_assert_not(spool_wants_segment(sp));
+    cr_assert_eq(test_write_body(m, 40000, 1, 40000), 0);
+    cr_assert(spool_wants_segment(sp));
+    spool_msg_abort(m);
+    spool_free(sp);
+}
+
+Test(spool, message_rolls_over_into_the_spare_and_spans_both)
+{
+    size_t size = 64 << 10;
+    struct spool *sp = spool_new(0, size);
+    struct spool_segment *s1 = test_attach(sp, size);
+    struct spool_segment *s2 = test_attach(sp, size);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 5, &env, 0, false, &m), 0);
+    cr_assert_eq(test_write_body(m, 100000, 5, 4096), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    cr_assert(s1->sealed);
+    cr_assert_not(s2->sealed);
+    cr_assert_eq(t.n, 2);
+    cr_assert_eq(t.seg[0], s1);
+    cr_assert_eq(t.seg[1], s2);
+    cr_assert_eq(t.gen[0], 1);
+    cr_assert_eq(t.gen[1], 1);
+
+    struct spool_segment *segs[2] = { s2, s1 }; /* any order */
+    struct spool_recovery r;
+    test_recover(&r, segs, 2);
+    cr_assert_eq(r.nmsgs, 1);
+    test_assert_body(&r.msgs[0], 100000, 5);
+    bool in1 = false, in2 = false;
+    for (uint32_t i = 0; i < r.msgs[0].nchunks; i++) {
+        in1 |= r.msgs[0].chunks[i].seg == s1;
+        in2 |= r.msgs[0].chunks[i].seg == s2;
+    }
+    cr_assert(in1 && in2);
+    spool_recovery_free(&r);
+    spool_free(sp);
+}
+
+Test(spool, commit_that_does_not_fit_rolls_over)
+{
+    size_t size = 4096;
+    struct spool *sp = spool_new(0, size);
+    struct spool_segment *s1 = test_attach(sp, size);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    /* Without a spare the first chunk is shortened to the end of s1. */
+    cr_assert_eq(spool_msg_begin(sp, 5, &env, 0, false, &m), 0);
+    uint8_t *p;
+    size_t avail;
+    cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+    cr_assert_eq(p + avail, s1->base + size);
+    memset(p, 'a', avail);
+    spool_msg_wrote(m, avail);
+    struct spool_segment *s2 = test_attach(sp, size);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    cr_assert_eq(t.n, 2);
+    struct test_rec rec[4];
+    cr_assert_eq(test_walk(s2, rec, 4), 1);
+    cr_assert_eq(rec[0].type, SPOOL_REC_COMMIT);
+    spool_free(sp);
+}
+
+Test(spool, without_a_spare_a_full_segment_refuses_with_enospc)
+{
+    size_t size = 16 << 10;
+    struct spool *sp = spool_new(0, size);
+    test_attach(sp, size);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 5, &env, 0, false, &m), 0);
+    cr_assert_eq(test_write_body(m, 1 << 20, 5, 8192), -ENOSPC);
+    spool_msg_abort(m);
+    /* Attaching a spare lets new messages in again. */
+    test_attach(sp, size);
+    cr_assert_eq(spool_msg_begin(sp, 6, &env, 0, false, &m), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    spool_free(sp);
+}
+
+Test(spool, message_over_four_segments_is_refused)
+{
+    size_t size = 8192;
+    struct spool *sp = spool_new(0, size);
+    test_attach(sp, size);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 5, &env, 0, false, &m), 0);
+    int rc = 0;
+    for (int i = 0; i < 100 && rc == 0; i++) {
+        if (spool_wants_segment(sp))
+            test_attach(sp, size);
+        rc = test_write_body(m, 4096, i, 4096);
+    }
+    cr_assert_eq(rc, -ENOSPC);
+    spool_msg_abort(m);
+    spool_free(sp);
+}
+
+Test(spool, ticket_waits_for_the_fsync_that_covers_it)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_segment *want[4];
+    struct spool_msg *m;
+    struct spool_ticket t1, t2;
+
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 0);
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 0); /* nothing committed yet */
+    cr_assert_eq(spool_msg_commit(m, &t1), 0);
+    cr_assert_eq(spool_ticket_state(&t1), 0);
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 1);
+    cr_assert_eq(want[0], seg);
+    spool_sync_started(seg);
+    cr_assert_eq(seg->sync_inflight_gen, 1);
+
+    /* A commit while the fsync is in flight waits for the next one. */
+    cr_assert_eq(spool_msg_begin(sp, 2, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_commit(m, &t2), 0);
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 0);
+    spool_sync_done(sp, seg, 0);
+    cr_assert_eq(spool_ticket_state(&t1), 1);
+    cr_assert_eq(spool_ticket_state(&t2), 0);
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 1);
+    spool_sync_started(seg);
+    spool_sync_done(sp, seg, 0);
+    cr_assert_eq(spool_ticket_state(&t2), 1);
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 0);
+    spool_free(sp);
+}
+
+Test(spool, one_fsync_covers_a_batch_of_commits)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_ticket t[10];
+    for (int i = 0; i < 10; i++) {
+        struct spool_msg *m;
+        cr_assert_eq(spool_msg_begin(sp, i + 1, &env, 0, false, &m), 0);
+        cr_assert_eq(spool_msg_commit(m, &t[i]), 0);
+    }
+    struct spool_segment *want[4];
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 1);
+    spool_sync_started(seg);
+    spool_sync_done(sp, seg, 0);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(spool_ticket_state(&t[i]), 1);
+    spool_free(sp);
+}
+
+Test(spool, message_across_segments_waits_for_both_fsyncs)
+{
+    size_t size = 64 << 10;
+    struct spool *sp = spool_new(0, size);
+    struct spool_segment *s1 = test_attach(sp, size);
+    struct spool_segment *s2 = test_attach(sp, size);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 5, &env, 0, false, &m), 0);
+    cr_assert_eq(test_write_body(m, 100000, 5, 4096), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    struct spool_segment *want[4];
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 2);
+    spool_sync_started(s1);
+    spool_sync_started(s2);
+    spool_sync_done(sp, s2, 0);
+    cr_assert_eq(spool_ticket_state(&t), 0);
+    spool_sync_done(sp, s1, 0);
+    cr_assert_eq(spool_ticket_state(&t), 1);
+    spool_free(sp);
+}
+
+Test(spool, fsync_failure_fails_waiters_and_retires_the_segment)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m, *open;
+    struct spool_ticket t1, t2;
+
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_commit(m, &t1), 0);
+    struct spool_segment *want[4];
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 1);
+    spool_sync_started(seg);
+    spool_sync_done(sp, seg, 0);
+    cr_assert_eq(spool_ticket_state(&t1), 1);
+
+    cr_assert_eq(spool_msg_begin(sp, 2, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_begin(sp, 3, &env, 0, false, &open), 0);
+    cr_assert_eq(spool_msg_commit(m, &t2), 0);
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 1);
+    spool_sync_started(seg);
+    spool_sync_done(sp, seg, -EIO);
+
+    cr_assert(seg->failed);
+    cr_assert(seg->sealed);
+    cr_assert_eq(spool_ticket_state(&t2), -EIO);
+    cr_assert_eq(spool_ticket_state(&t1), 1); /* synced before: still durable */
+    /* Never retried. */
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 0);
+    /* A message receiving into the failed segment fails... */
+    uint8_t *p;
+    size_t avail;
+    cr_assert_eq(spool_msg_space(open, &p, &avail), -EIO);
+    struct spool_ticket t3;
+    cr_assert_eq(spool_msg_commit(open, &t3), -EIO);
+    /* ...and with no spare, new messages get -EIO (451). */
+    cr_assert_eq(spool_msg_begin(sp, 4, &env, 0, false, &m), -EIO);
+    cr_assert(spool_wants_segment(sp));
+    /* A fresh segment takes over. */
+    struct spool_segment *s2 = test_attach(sp, 1 << 20);
+    cr_assert_eq(spool_msg_begin(sp, 5, &env, 0, false, &m), 0);
+    struct spool_ticket t4;
+    cr_assert_eq(spool_msg_commit(m, &t4), 0);
+    cr_assert_eq(t4.n, 1);
+    cr_assert_eq(t4.seg[0], s2);
+    spool_free(sp);
+}
+
+Test(spool, fsync_failure_moves_new_messages_to_the_spare)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *s1 = test_attach(sp, 1 << 20);
+    struct spool_segment *s2 = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    spool_sync_started(s1);
+    spool_sync_done(sp, s1, -EIO);
+    cr_assert_eq(spool_msg_begin(sp, 2, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    cr_assert_eq(t.seg[0], s2);
+    cr_assert_eq(spool_ticket_state(&t), 0);
+    spool_free(sp);
+}
+
+Test(spool, nosync_commits_are_durable_at_once)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    test_attach(sp, 1 << 20);
+    spool_set_nosync(sp, true);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    cr_assert_eq(spool_ticket_state(&t), 1);
+    struct spool_segment *want[4];
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 0);
+    cr_assert_eq(spool_append_done(sp, 1, &t), 0);
+    cr_assert_eq(spool_ticket_state(&t), 1);
+    spool_free(sp);
+}
+
+Test(spool, status_and_done_records_are_appended_with_tickets)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct spool_ticket t;
+    cr_assert_eq(spool_append_rcpt_status(sp, 7, 2, RCPT_DEFERRED, 123456789, &t), 0);
+    cr_assert_eq(t.n, 1);
+    cr_assert_eq(spool_ticket_state(&t), 0);
+    cr_assert_eq(spool_append_done(sp, 7, &t), 0);
+    cr_assert_eq(spool_append_abort(sp, 8, NULL), 0);
+    struct test_rec rec[4];
+    cr_assert_eq(test_walk(seg, rec, 4), 3);
+    cr_assert_eq(rec[0].type, SPOOL_REC_RCPT_STATUS);
+    const uint8_t *pl = seg->base + rec[0].off + SPOOL_RECORD_HEADER_SIZE;
+    cr_assert_eq(test_u32(pl), 2);
+    cr_assert_eq(pl[4], RCPT_DEFERRED);
+    cr_assert_eq(test_u64(pl + 8), 123456789);
+    cr_assert_eq(rec[1].type, SPOOL_REC_DONE);
+    cr_assert_eq(rec[1].len, 0);
+    cr_assert_eq(rec[2].type, SPOOL_REC_ABORT);
+    cr_assert_eq(rec[2].qid, 8);
+    spool_free(sp);
+}
+
+Test(spool, last_reference_unmaps_once)
+{
+    struct spool *sp = spool_new(0, 65536);
+    struct spool_segment *seg = test_attach(sp, 65536);
+    spool_segment_get(seg);
+    spool_free(sp);
+    cr_assert_eq(test_unmaps, 0);
+    spool_segment_put(seg);
+    cr_assert_eq(test_unmaps, 1);
+}
