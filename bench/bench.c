@@ -44,7 +44,7 @@
 #define BENCH_RBUF       4096
 #define BENCH_TICK_US    100000
 #define BENCH_BACKOFF_US 100000
-#define BENCH_MAX_CONNECT_FAILURES 20
+#define BENCH_MAX_CONNECT_FAILURES 10
 
 /* Where in the session a reply or an I/O error happened. */
 enum bench_stage {
@@ -160,6 +160,7 @@ struct bench_session {
     int fd;
     enum bench_state state;
     unsigned inflight;
+    bool connect_armed;
     bool recv_armed;
     bool send_armed;
     bool timer_armed;
@@ -170,6 +171,7 @@ struct bench_session {
     bool rate_slot;          /* a --rate slot has been waited for */
     bool in_msg;
     bool mail_ok;
+    bool have_seq;           /* --reuse off: the message was claimed at connect */
     uint64_t seq;
     unsigned size_idx;
     unsigned rcpt_replies;
@@ -411,6 +413,7 @@ bench_start_msg(struct bench_session *s, uint64_t seq)
         }
     }
     w->st.attempted++;
+    s->msgs_on_conn++; /* --reuse off: one transaction per connection, whatever its fate */
     bench_msg_header_fill(&run->header, s->hdr, seq);
     if (run->dump != NULL)
         bench_dump(s);
@@ -452,7 +455,8 @@ bench_next_message(struct bench_session *s)
 
     if (s->closing)
         return;
-    if (w->stopping || (!run->reuse && s->msgs_on_conn > 0)) {
+    if ((w->stopping && !s->have_seq) || atomic_load(&run->interrupted) ||
+        (!run->reuse && s->msgs_on_conn > 0)) {
         bench_send_quit(s);
         return;
     }
@@ -471,11 +475,15 @@ bench_next_message(struct bench_session *s)
         }
     }
     s->rate_slot = false;
-    uint64_t seq = atomic_fetch_add(&run->next_seq, 1);
-    if (run->messages > 0 && seq >= run->messages) {
-        w->stopping = true; /* the budget is spent for every session */
-        bench_send_quit(s);
-        return;
+    uint64_t seq = s->seq;
+    if (s->have_seq) {
+        s->have_seq = false;
+    } else {
+        seq = atomic_fetch_add(&run->next_seq, 1);
+        if (run->messages > 0 && seq >= run->messages) {
+            bench_send_quit(s); /* the budget is spent */
+            return;
+        }
     }
     bench_start_msg(s, seq);
 }
@@ -577,7 +585,6 @@ bench_on_reply(struct bench_session *s, int code)
     case S_EOD:
         bench_histogram_record(&w->st.eod_us, now - s->t_eod);
         bench_finish_msg(s, ok ? 1 : 0);
-        s->msgs_on_conn++;
         bench_next_message(s);
         return;
     case S_RSET:
@@ -610,7 +617,8 @@ bench_on_recv(struct bench_session *s, int res)
     size_t off = 0;
     while (off < (size_t)res && !s->closing) {
         size_t used;
-        enum bench_reply_event ev = bench_reply_feed(&s->reply, s->rbuf + off, (size_t)res - off, &used);
+        enum bench_reply_event ev =
+            bench_reply_feed(&s->reply, s->rbuf + off, (size_t)res - off, &used);
         off += used;
         if (ev == BENCH_REPLY_AGAIN)
             break;
@@ -661,9 +669,18 @@ static void
 bench_connect(struct bench_session *s)
 {
     struct bench_worker *w = s->w;
-    const struct bench_run *run = w->run;
+    struct bench_run *run = w->run;
 
-    if (w->stopping || !bench_budget_left(run) || atomic_load(&run->interrupted)) {
+    /*
+     * --reuse off with --messages: claim the message before connecting, or
+     * sessions racing for the last messages open connections they cannot use.
+     */
+    if (!run->reuse && run->messages > 0 && !s->have_seq && !w->stopping) {
+        s->seq = atomic_fetch_add(&run->next_seq, 1);
+        s->have_seq = s->seq < run->messages;
+    }
+    if ((w->stopping && !s->have_seq) || !(bench_budget_left(run) || s->have_seq) ||
+        atomic_load(&run->interrupted)) {
         bench_enter(s, S_DONE);
         w->active--;
         return;
@@ -687,6 +704,7 @@ bench_connect(struct bench_session *s)
     bench_enter(s, S_CONNECTING);
     struct io_uring_sqe *sqe = bench_sqe(s, OP_CONNECT);
     io_uring_prep_connect(sqe, s->fd, (const struct sockaddr *)&run->addr, run->addrlen);
+    s->connect_armed = true;
 }
 
 /* Title: finish a close once nothing is in flight, then do what was asked. */
@@ -700,19 +718,21 @@ bench_close_done(struct bench_session *s)
         close(s->fd);
     s->fd = -1;
     s->closing = false;
-    s->recv_armed = s->send_armed = s->timer_armed = false;
+    s->connect_armed = s->recv_armed = s->send_armed = s->timer_armed = false;
     enum bench_after_close after = s->after_close;
     if (s->connect_failures >= BENCH_MAX_CONNECT_FAILURES) {
         fprintf(stderr, "bench: w%u s%u: giving up after %u failed connections\n", w->id, s->idx,
                 s->connect_failures);
         after = AFTER_DONE;
     }
-    if (after == AFTER_DONE || w->stopping || atomic_load(&w->run->interrupted)) {
+    if (after == AFTER_DONE || (w->stopping && !s->have_seq) ||
+        atomic_load(&w->run->interrupted)) {
         bench_enter(s, S_DONE);
         w->active--;
     } else if (after == AFTER_BACKOFF) {
         bench_enter(s, S_BACKOFF);
-        bench_arm_timer(s, BENCH_BACKOFF_US * (s->connect_failures < 10 ? s->connect_failures : 10));
+        unsigned k = s->connect_failures < 10 ? s->connect_failures : 10;
+        bench_arm_timer(s, BENCH_BACKOFF_US * (k ? k : 1));
     } else {
         bench_connect(s);
     }
@@ -733,19 +753,18 @@ bench_close(struct bench_session *s, enum bench_after_close after)
     bench_enter(s, S_CLOSING);
     s->closing = true;
     s->after_close = after;
-    if (s->fd >= 0) {
+    if (s->fd >= 0)
         shutdown(s->fd, SHUT_RDWR);
-        if (s->inflight > 0) {
-            struct io_uring_sqe *sqe = bench_ring_sqe(&s->w->ring);
-            io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
-            io_uring_sqe_set_data64(sqe, bench_ring_udata(OP_IGNORE, s->idx, s->gen));
-        }
-    }
-    if (s->timer_armed) {
-        struct io_uring_sqe *sqe = bench_ring_sqe(&s->w->ring);
-        io_uring_prep_cancel64(sqe, bench_ring_udata(OP_TIMER, s->idx, s->gen), 0);
-        io_uring_sqe_set_data64(sqe, bench_ring_udata(OP_IGNORE, s->idx, s->gen));
-    }
+    struct io_uring *ring = &s->w->ring;
+    uint64_t ignore = bench_ring_udata(OP_IGNORE, s->idx, s->gen);
+    if (s->connect_armed)
+        bench_ring_cancel(ring, bench_ring_udata(OP_CONNECT, s->idx, s->gen), ignore);
+    if (s->recv_armed)
+        bench_ring_cancel(ring, bench_ring_udata(OP_RECV, s->idx, s->gen), ignore);
+    if (s->send_armed)
+        bench_ring_cancel(ring, bench_ring_udata(OP_SEND, s->idx, s->gen), ignore);
+    if (s->timer_armed)
+        bench_ring_cancel(ring, bench_ring_udata(OP_TIMER, s->idx, s->gen), ignore);
 }
 
 static void
@@ -812,6 +831,7 @@ bench_on_cqe(struct bench_worker *w, struct io_uring_cqe *cqe)
         s->t_io = bench_ring_now_us();
     switch (op) {
     case OP_CONNECT:
+        s->connect_armed = false;
         if (s->closing)
             break;
         if (cqe->res < 0) {
@@ -994,14 +1014,15 @@ bench_report(const struct bench_run *run, const struct bench_stats *st, double e
 {
     double mps = elapsed > 0 ? (double)st->accepted / elapsed : 0;
     double mbps = elapsed > 0 ? (double)st->bytes / elapsed / 1e6 : 0;
-    uint64_t errors = st->io_failed;
-    for (unsigned g = 0; g < STAGE_COUNT; g++)
+    /* Errors: 4xx/5xx and malformed replies at any stage, plus I/O errors. */
+    uint64_t errors = 0, io_total = 0;
+    for (unsigned g = 0; g < STAGE_COUNT; g++) {
+        io_total += st->io_errors[g];
         for (unsigned c = 0; c < BENCH_CODES; c++)
             if (c == 0 || c >= 400)
                 errors += st->replies[g][c];
-    uint64_t io_total = 0;
-    for (unsigned g = 0; g < STAGE_COUNT; g++)
-        io_total += st->io_errors[g];
+    }
+    errors += io_total;
 
     if (run->json) {
         printf("{\"target\":\"%s\",\"sessions\":%u,\"threads\":%u,\"pipelining\":%s,"
@@ -1013,7 +1034,7 @@ bench_report(const struct bench_run *run, const struct bench_stats *st, double e
                st->attempted, st->accepted, st->rejected, st->io_failed);
         printf("\"connections\":%" PRIu64 ",\"bytes\":%" PRIu64
                ",\"msg_per_s\":%.1f,\"mb_per_s\":%.3f,\"errors\":%" PRIu64 ",",
-               st->connects, st->bytes, mps, mbps, errors + io_total - st->io_failed);
+               st->connects, st->bytes, mps, mbps, errors);
         for (int pass = 0; pass < 2; pass++) {
             printf("\"%s\":{", pass == 0 ? "replies" : "error_replies");
             bool first_stage = true;
@@ -1072,8 +1093,7 @@ bench_report(const struct bench_run *run, const struct bench_stats *st, double e
                 printf(" %s:%" PRIu64, bench_stage_names[g], st->io_errors[g]);
         printf("\n");
     }
-    printf("  errors: %" PRIu64 " (4xx/5xx/malformed replies and I/O errors)\n",
-           errors + io_total - st->io_failed);
+    printf("  errors: %" PRIu64 " (4xx/5xx/malformed replies and I/O errors)\n", errors);
     printf("  latency:\n");
     bench_print_hist_text("connect -> banner", &st->banner_us);
     bench_print_hist_text("end of data -> reply", &st->eod_us);
@@ -1254,6 +1274,7 @@ main(int argc, char **argv)
     if (t_end == run->t0)
         t_end = bench_ring_now_us();
     bench_report(run, total, (double)(t_end - run->t0) / 1e6);
+    uint64_t total_done = total->accepted + total->rejected + total->io_failed;
 
     for (unsigned t = 0; t < run->threads; t++) {
         for (unsigned i = 0; i < workers[t].nsess; i++) {
@@ -1267,7 +1288,10 @@ main(int argc, char **argv)
     bench_msg_header_free(&run->header);
     xfree(workers);
     xfree(total);
-    int rc = atomic_load(&run->interrupted) ? 130 : 0;
+    /* Not every message could be tried (target down, sessions gave up): fail. */
+    int rc = atomic_load(&run->interrupted) ? 130
+             : run->messages > 0 && total_done < run->messages ? 1
+                                                               : 0;
     xfree(run);
     return rc;
 }

@@ -43,6 +43,14 @@ bench_ring_sqe(struct io_uring *ring)
     return sqe;
 }
 
+void
+bench_ring_cancel(struct io_uring *ring, uint64_t target, uint64_t ignore)
+{
+    struct io_uring_sqe *sqe = bench_ring_sqe(ring);
+    io_uring_prep_cancel64(sqe, target, 0);
+    io_uring_sqe_set_data64(sqe, ignore);
+}
+
 uint64_t
 bench_ring_now_us(void)
 {

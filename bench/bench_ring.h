@@ -46,6 +46,12 @@ bench_ring_udata_slot(uint64_t ud)
 int bench_ring_init(struct io_uring *ring, unsigned entries);
 /* An SQE, submitting first if the SQ is full. Never NULL. */
 struct io_uring_sqe *bench_ring_sqe(struct io_uring *ring);
+/*
+ * Cancels the request whose user_data is target; the cancel's own completion
+ * carries ignore. By user_data, never by fd: the generation in it cannot match
+ * a later connection that got the same fd number.
+ */
+void bench_ring_cancel(struct io_uring *ring, uint64_t target, uint64_t ignore);
 /* CLOCK_MONOTONIC in microseconds. */
 uint64_t bench_ring_now_us(void);
 /* A relative timespec of us microseconds, for io_uring_prep_timeout. */

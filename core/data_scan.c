@@ -68,10 +68,24 @@ scan_text_octet(struct data_scan *s, uint8_t c)
     s->state = SCAN_TEXT;
 }
 
+/* Adds octets of the header section and checks its limit. */
+static void
+scan_header_bytes(struct data_scan *s, size_t n)
+{
+    s->header_bytes += n;
+    if (s->header_size_limit && s->header_bytes > s->header_size_limit)
+        s->flags |= DATA_SCAN_BIG_HEADER;
+}
+
 size_t
 data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end)
 {
     size_t i = 0;
+    /* Fix: the header octets of this feed are counted where the header
+     * ends (blank line or terminator), not only when the feed ends inside
+     * the header; otherwise a whole header section arriving in one read
+     * was never measured. */
+    bool hdr = s->in_header;
     *end = false;
     while (i < n) {
         uint8_t c = p[i++];
@@ -140,7 +154,7 @@ data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end)
                 /* CRLF "." CRLF: the end of DATA. */
                 s->total += i;
                 if (s->in_header)
-                    s->header_bytes += i;
+                    scan_header_bytes(s, i);
                 s->state = SCAN_BOL;
                 s->line_len = 0;
                 s->line_dot = false;
@@ -156,12 +170,13 @@ data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end)
         }
         if (s->body_line_limit && s->line_len > s->body_line_limit + 1u)
             s->flags |= DATA_SCAN_LONG_LINE;
+        if (hdr && !s->in_header) {
+            scan_header_bytes(s, i);   /* up to and including the blank line */
+            hdr = false;
+        }
     }
     s->total += n;
-    if (s->in_header) {
-        s->header_bytes += n;
-        if (s->header_size_limit && s->header_bytes > s->header_size_limit)
-            s->flags |= DATA_SCAN_BIG_HEADER;
-    }
+    if (s->in_header)
+        scan_header_bytes(s, n);
     return n;
 }

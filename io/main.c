@@ -230,7 +230,7 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    worker_set_unmap();
+    spool_set_unmap(segfile_unmap);
 
     /* Recovery: committed messages come back, torn tails are dropped,
      * damaged records go to corrupt/. */

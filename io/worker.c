@@ -25,7 +25,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +32,8 @@
 #include "clientlimit.h"
 #include "log.h"
 #include "logsink.h"
+#include "segfile.h"
+#include "uring_compat.h"
 
 #define WORKER_SQ_ENTRIES 4096
 #define WORKER_BUF_COUNT 1024
@@ -132,15 +133,6 @@ worker_recycle_buffer(struct worker *w, unsigned bid)
 
 /* --- segments ----------------------------------------------------------- */
 
-static void
-worker_segment_unmap(struct spool_segment *seg)
-{
-    if (seg->base != NULL)
-        munmap(seg->base, seg->size);
-    if (seg->fd >= 0)
-        close(seg->fd);
-}
-
 /* Maps a created, fallocated file and gives it to the spool. */
 static int
 worker_attach_segment(struct worker *w, int fd, uint64_t seq)
@@ -152,10 +144,7 @@ worker_attach_segment(struct worker *w, int fd, uint64_t seq)
         close(fd);
         return -e;
     }
-    uint64_t salt;
-    if (getrandom(&salt, sizeof salt, 0) != sizeof salt)
-        salt = worker_unix_ms() ^ ((uint64_t)w->id << 56) ^ seq;
-    if (spool_segment_attach(w->spool, seq, fd, base, size, salt) == NULL) {
+    if (spool_segment_attach(w->spool, seq, fd, base, size, segfile_salt()) == NULL) {
         munmap(base, size);
         close(fd);
         return -EINVAL;
@@ -168,26 +157,20 @@ static int
 worker_create_segment_sync(struct worker *w)
 {
     uint64_t seq = spool_next_segment_seq(w->spool);
-    char path[PATH_MAX];
-    spool_segment_path(path, sizeof path, w->d->cfg->spool_dir, w->id, seq);
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    int r = fallocate(fd, 0, 0, (off_t)w->d->cfg->spool_segment_size);
-    if (r != 0) {
-        r = -errno;
-        close(fd);
-        unlink(path);
+    int fd;
+    uint8_t *base;
+    int r = segfile_create(w->d->cfg->spool_dir, w->id, seq, w->d->cfg->spool_segment_size,
+                           &fd, &base);
+    if (r < 0)
         return r;
+    if (spool_segment_attach(w->spool, seq, fd, base, w->d->cfg->spool_segment_size,
+                             segfile_salt())
+        == NULL) {
+        munmap(base, w->d->cfg->spool_segment_size);
+        close(fd);
+        return -EINVAL;
     }
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/seg", w->d->cfg->spool_dir);
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return worker_attach_segment(w, fd, seq);
+    return 0;
 }
 
 /*
@@ -494,6 +477,13 @@ worker_main(void *arg)
     logsink_set_thread_name(name);
     pthread_setname_np(pthread_self(), name);
 
+    if (w->ring_disabled) {
+        int r = uring_compat_enable_rings(&w->ring);
+        if (r < 0) {
+            log_error("worker %u: io_uring_enable_rings: %s", w->id, strerror(-r));
+            return NULL;
+        }
+    }
     w->now_ms = worker_mono_ms();
     for (size_t i = 0; i < w->nlisteners; i++)
         worker_arm_accept(w, &w->listeners[i]);
@@ -544,10 +534,13 @@ worker_new(struct daemon *d, unsigned id, char *err, size_t errsize)
 
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
+    /* SINGLE_ISSUER binds the ring to the task that enables it: create it
+     * disabled here (main thread) and enable it in the worker thread. */
     p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN
-              | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
+              | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
     p.cq_entries = WORKER_SQ_ENTRIES * 4;
     int r = io_uring_queue_init_params(WORKER_SQ_ENTRIES, &w->ring, &p);
+    w->ring_disabled = (r == 0);
     if (r == -EINVAL) {
         /* Older kernels: no DEFER_TASKRUN / SINGLE_ISSUER. */
         memset(&p, 0, sizeof p);
@@ -662,8 +655,3 @@ worker_free(struct worker *w)
     return NULL;
 }
 
-void
-worker_set_unmap(void)
-{
-    spool_set_unmap(worker_segment_unmap);
-}

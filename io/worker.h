@@ -126,6 +126,7 @@ struct worker {
     struct daemon *d;
     pthread_t thread;
     struct io_uring ring;
+    bool ring_disabled;         /* created R_DISABLED; the thread enables it */
     /* provided buffers for command-phase receives */
     struct io_uring_buf_ring *br;
     uint8_t *buf_base;
@@ -181,8 +182,7 @@ uint64_t worker_unix_ms(void);
 uint64_t worker_mono_ms(void);
 void worker_message_accepted(struct worker *w, struct queue_msg *m);
 void worker_recycle_buffer(struct worker *w, unsigned bid);
-/* Installs munmap+close as the spool's segment release (once, in main). */
-void worker_set_unmap(void);
+
 
 /* listener.c */
 int listener_open(const struct listen_endpoint *ep, char *err, size_t errsize);

@@ -53,6 +53,13 @@ struct spool {
     size_t npending, cappending;
 };
 
+/* A sealed chunk of a message still being received. */
+struct spool_sealed {
+    struct spool_segment *seg;
+    size_t off;
+    uint32_t len;               /* body octets */
+};
+
 struct spool_msg {
     struct spool *sp;
     uint64_t qid;
@@ -65,6 +72,8 @@ struct spool_msg {
     size_t coff;                /* record offset of the open chunk */
     uint32_t cspan, ccap, cused;
     uint32_t chi;               /* highest octet count ever written (unwrite) */
+    struct spool_sealed *sealed; /* chunks already sealed, for unwrite */
+    uint32_t nsealed, capsealed;
     unsigned nsegs;             /* segments touched; one ref each */
     struct spool_segment *segs[SPOOL_TICKET_SEGS];
 };
@@ -509,7 +518,19 @@ spool_msg_free(struct spool_msg *m)
 {
     for (unsigned i = 0; i < m->nsegs; i++)
         spool_segment_put(m->segs[i]);
+    xfree(m->sealed);
     xfree(m);
+}
+
+/* Writes a BODY header for the chunk at off holding len body octets. */
+static void
+spool_msg_write_body_header(struct spool_msg *m, struct spool_segment *seg, size_t off,
+                            size_t span, size_t len)
+{
+    const uint8_t *pl = seg->base + off + SPOOL_RECORD_HEADER_SIZE;
+    size_t plen = SPOOL_CHUNK_PREFIX + len;
+    spool_write_header(seg, off, SPOOL_REC_BODY, m->flags, span, plen, m->qid,
+                       crc32c(0, pl, plen));
 }
 
 /* Reserves the next chunk as a RESERVED record with its final span. */
@@ -556,9 +577,13 @@ spool_msg_seal(struct spool_msg *m)
         span = spool_align8(SPOOL_RECORD_HEADER_SIZE + len);
         seg->tail = m->coff + span;
     }
-    spool_write_header(seg, m->coff, SPOOL_REC_BODY, m->flags, span, len, m->qid,
-                       crc32c(0, pl, len));
+    spool_msg_write_body_header(m, seg, m->coff, span, m->cused);
     m->has_chunk = false;
+    if (m->nsealed == m->capsealed) {
+        m->capsealed = m->capsealed ? m->capsealed * 2 : 4;
+        m->sealed = xrealloc(m->sealed, m->capsealed * sizeof *m->sealed);
+    }
+    m->sealed[m->nsealed++] = (struct spool_sealed){ seg, m->coff, m->cused };
 }
 
 int
@@ -618,15 +643,36 @@ spool_msg_wrote(struct spool_msg *m, size_t n)
         m->chi = m->cused;
 }
 
+/*
+ * Gives back the last n octets. Usually they lie in the open chunk, but the
+ * end-of-data mark can straddle a chunk boundary, so sealed chunks are
+ * shortened too (new len and CRC, zeroed octets; their span stays, as other
+ * records may follow them).
+ */
 void
 spool_msg_unwrite(struct spool_msg *m, size_t n)
 {
-    if (!m->has_chunk)
-        return;
-    if (n > m->cused)
-        n = m->cused; /* only the open chunk's octets can be given back */
-    m->cused -= (uint32_t)n;
+    if (n > m->length)
+        n = m->length;
     m->length -= n;
+    if (m->has_chunk) {
+        size_t k = n < m->cused ? n : m->cused;
+        m->cused -= (uint32_t)k;
+        n -= k;
+    }
+    for (uint32_t i = m->nsealed; n > 0 && i-- > 0;) {
+        struct spool_sealed *c = &m->sealed[i];
+        size_t k = n < c->len ? n : c->len;
+        if (k == 0)
+            continue;
+        uint8_t *body = c->seg->base + c->off + SPOOL_RECORD_HEADER_SIZE
+                        + SPOOL_CHUNK_PREFIX;
+        c->len -= (uint32_t)k;
+        memset(body + c->len, 0, k);
+        size_t span = spool_get_u32(c->seg->base + c->off + 8);
+        spool_msg_write_body_header(m, c->seg, c->off, span, c->len);
+        n -= k;
+    }
 }
 
 uint64_t

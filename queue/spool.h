@@ -189,7 +189,8 @@ int spool_msg_space(struct spool_msg *m, uint8_t **p, size_t *avail);
 /* n octets were stored at the last space. */
 void spool_msg_wrote(struct spool_msg *m, size_t n);
 /* Gives back the last n octets written (e.g. bytes that followed the
- * end-of-data mark and belong to the next command). */
+ * end-of-data mark and belong to the next command). They may reach back
+ * into chunks already sealed (a mark straddling a chunk boundary). */
 void spool_msg_unwrite(struct spool_msg *m, size_t n);
 /* Octets stored so far. */
 uint64_t spool_msg_length(const struct spool_msg *m);

@@ -77,6 +77,7 @@ struct rec_msg {
     uint64_t qid;
     bool has_env, has_commit, has_content, done, aborted, damaged;
     struct rec_loc env, commit;
+    uint32_t env_len;
     uint64_t body_len;
     uint32_t nchunks, flags;
     struct rec_chunk *chunks;
@@ -207,16 +208,20 @@ spool_recovery_damage(struct spool_recovery *r, struct spool_segment *seg, size_
 
 /* --- scanning one segment --- */
 
-/* True when a trustworthy record header starts at off. */
+/* True when a trustworthy record header starts at off; h receives a copy.
+ * Only the copy is used afterwards: ringmta-ctl reads segments the daemon
+ * is writing, and a header read twice could change in between. */
 static bool
-spool_recovery_header_ok(const uint8_t *base, size_t size, size_t off, uint64_t salt)
+spool_recovery_header_ok(const uint8_t *base, size_t size, size_t off, uint64_t salt,
+                         uint8_t *h)
 {
-    const uint8_t *h = base + off;
     if (off + SPOOL_RECORD_HEADER_SIZE > size)
         return false;
-    if (spool_recovery_u32(h) != SPOOL_RECORD_MAGIC)
+    if (spool_recovery_u32(base + off) != SPOOL_RECORD_MAGIC)
         return false;
-    if (spool_recovery_u32(h + 28) != spool_record_header_crc(salt, h))
+    memcpy(h, base + off, SPOOL_RECORD_HEADER_SIZE);
+    if (spool_recovery_u32(h) != SPOOL_RECORD_MAGIC
+        || spool_recovery_u32(h + 28) != spool_record_header_crc(salt, h))
         return false;
     uint32_t span = spool_recovery_u32(h + 8);
     uint32_t len = spool_recovery_u32(h + 12);
@@ -236,18 +241,17 @@ spool_recovery_segref(struct rec_msg *m, uint32_t seg, uint8_t kind)
     m->segs[m->nsegs++] = (struct rec_segref){ .seg = seg, .kinds = kind };
 }
 
-/* One record whose header validated. */
+/* One record whose header (h, a private copy) validated. */
 static void
-spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off)
+spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const uint8_t *h)
 {
     struct rec_priv *pv = r->priv;
     struct rec_seg *rs = &pv->segs[si];
-    const uint8_t *h = rs->base + off;
     uint8_t type = h[4];
     uint32_t span = spool_recovery_u32(h + 8);
     uint32_t len = spool_recovery_u32(h + 12);
     uint64_t qid = spool_recovery_u64(h + 16);
-    const uint8_t *pl = h + SPOOL_RECORD_HEADER_SIZE;
+    const uint8_t *pl = rs->base + off + SPOOL_RECORD_HEADER_SIZE;
     struct rec_loc loc = { si, (uint32_t)off, span };
 
     if (qid > r->max_qid)
@@ -290,6 +294,7 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off)
             m->damaged = true; /* two envelopes for one qid: trust neither */
         m->has_env = true;
         m->env = loc;
+        m->env_len = len;
         break;
     case SPOOL_REC_BODY:
         m->has_content = true;
@@ -378,16 +383,18 @@ spool_recovery_add_segment(struct spool_recovery *r, struct spool_segment *seg,
         r->next_segment_seq = seq + 1;
 
     size_t off = SPOOL_SEGMENT_HEADER_SIZE;
+    uint8_t h[SPOOL_RECORD_HEADER_SIZE];
     while (off + SPOOL_RECORD_HEADER_SIZE <= size) {
-        if (spool_recovery_header_ok(base, size, off, salt)) {
-            spool_recovery_record(r, si, off);
-            off += spool_recovery_u32(base + off + 8);
+        if (spool_recovery_header_ok(base, size, off, salt, h)) {
+            spool_recovery_record(r, si, off, h);
+            off += spool_recovery_u32(h + 8);
             continue;
         }
-        /* Resynchronise: the next 8-byte boundary where a header validates. */
+        /* Resynchronise: the next 8-byte boundary where a header validates
+         * (the loop above then reads it again into h). */
         size_t next = off + 8;
         while (next + SPOOL_RECORD_HEADER_SIZE <= size
-               && !spool_recovery_header_ok(base, size, next, salt))
+               && !spool_recovery_header_ok(base, size, next, salt, h))
             next += 8;
         if (next + SPOOL_RECORD_HEADER_SIZE > size) {
             /* Nothing valid follows: the end of the written part. Non-zero
@@ -513,9 +520,8 @@ spool_recovery_build(struct spool_recovery *r, struct rec_msg *m,
     if (!m->has_env || m->damaged || !spool_recovery_chunks_ok(m))
         return false;
     struct rec_seg *es = &pv->segs[m->env.seg];
-    const uint8_t *eh = es->base + m->env.off;
     memset(out, 0, sizeof *out);
-    if (envelope_decode(eh + SPOOL_RECORD_HEADER_SIZE, spool_recovery_u32(eh + 12),
+    if (envelope_decode(es->base + m->env.off + SPOOL_RECORD_HEADER_SIZE, m->env_len,
                         &out->env) < 0)
         return false;
     out->qid = m->qid;

@@ -467,6 +467,41 @@ Test(spool, unwrite_gives_back_octets_and_zeroes_them)
     spool_free(sp);
 }
 
+/* ".\r\n" split over two chunks: the "." is in the sealed one. */
+Test(spool, unwrite_reaches_back_into_a_sealed_chunk)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
+    uint8_t *p;
+    size_t avail;
+    cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+    cr_assert_eq(avail, 8192);
+    test_fill(p, avail - 1, 3);
+    p[avail - 1] = '.';
+    spool_msg_wrote(m, avail);
+    cr_assert_eq(spool_msg_space(m, &p, &avail), 0); /* seals chunk 0 */
+    memcpy(p, "\r\nQUIT\r\n", 8);
+    spool_msg_wrote(m, 8);
+    spool_msg_unwrite(m, 9);
+    cr_assert_eq(spool_msg_length(m), 8191);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+
+    struct spool_recovery r;
+    test_recover(&r, &seg, 1);
+    cr_assert_eq(r.nmsgs, 1);
+    cr_assert_eq(r.ndamage, 0);
+    test_assert_body(&r.msgs[0], 8191, 3);
+    cr_assert_eq(r.msgs[0].nchunks, 2);
+    cr_assert_eq(r.msgs[0].chunks[1].len, 0);
+    spool_recovery_free(&r);
+    cr_assert_null(memmem(seg->base, seg->size, "QUIT", 4));
+    spool_free(sp);
+}
+
 Test(spool, abort_writes_abort_and_returns_the_tail)
 {
     struct spool *sp = spool_new(0, 1 << 20);
