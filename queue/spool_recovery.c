@@ -342,10 +342,43 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
     }
 }
 
+/* First 8-aligned offset >= off (and <= size) whose 8 octets are not all
+ * zero. A segment is mostly zeros past its written part; word-at-a-time
+ * makes the resync scan over them cheap. */
+static size_t
+spool_recovery_skip_zeros(const uint8_t *base, size_t off, size_t size)
+{
+    while (off + 64 <= size) {
+        uint64_t w[8];
+        memcpy(w, base + off, sizeof w);
+        if ((w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0)
+            break;
+        off += 64;
+    }
+    while (off + 8 <= size) {
+        uint64_t x;
+        memcpy(&x, base + off, 8);
+        if (x != 0)
+            break;
+        off += 8;
+    }
+    return off;
+}
+
 /* Offset just past the last non-zero octet of base[from..to), or from. */
 static size_t
 spool_recovery_last_nonzero(const uint8_t *base, size_t from, size_t to)
 {
+    /* Word steps down to an 8-aligned boundary, then octets. */
+    while (to > from && to % 8 != 0 && base[to - 1] == 0)
+        to--;
+    while (to >= from + 8 && to % 8 == 0) {
+        uint64_t x;
+        memcpy(&x, base + to - 8, 8);
+        if (x != 0)
+            break;
+        to -= 8;
+    }
     while (to > from && base[to - 1] == 0)
         to--;
     return to;
@@ -354,8 +387,11 @@ spool_recovery_last_nonzero(const uint8_t *base, size_t from, size_t to)
 static bool
 spool_recovery_all_zero(const uint8_t *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
+    size_t words = n & ~(size_t)7;
+    if (spool_recovery_skip_zeros(p, 0, words) != words)
+        return false;
+    for (size_t i = words; i < n; i++)
+        if (p[i] != 0)
             return false;
     return true;
 }
@@ -392,10 +428,10 @@ spool_recovery_add_segment(struct spool_recovery *r, struct spool_segment *seg,
         }
         /* Resynchronise: the next 8-byte boundary where a header validates
          * (the loop above then reads it again into h). */
-        size_t next = off + 8;
+        size_t next = spool_recovery_skip_zeros(base, off + 8, size);
         while (next + SPOOL_RECORD_HEADER_SIZE <= size
                && !spool_recovery_header_ok(base, size, next, salt, h))
-            next += 8;
+            next = spool_recovery_skip_zeros(base, next + 8, size);
         if (next + SPOOL_RECORD_HEADER_SIZE > size) {
             /* Nothing valid follows: the end of the written part. Non-zero
              * octets here are a torn record (or a truncated file). */
