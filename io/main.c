@@ -24,6 +24,7 @@
 #include "log.h"
 #include "logsink.h"
 #include "segfile.h"
+#include "settings.h"
 #include "worker.h"
 
 static void
@@ -37,86 +38,6 @@ usage(FILE *f)
             "  -h, --help       this text\n"
             "Without -c the embedded defaults are used: listen 127.0.0.1:2525,\n"
             "spool in ./var/spool.\n");
-}
-
-/* Reads a whole file; returns NULL with errno set on failure. */
-static char *
-read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = xmalloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap)
-            buf = xrealloc(buf, cap *= 2);
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        xfree(buf);
-        errno = EIO;
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-/*
- * Builds the configuration from defaults, -c FILE and -o overrides, in that
- * order (later wins). Shared with ringmta-ctl through main_load_config().
- */
-static int
-load_config(struct config *cfg, const char *file, char **overrides, size_t noverrides)
-{
-    char err[512];
-    config_init(cfg);
-    if (file != NULL) {
-        size_t len = 0;
-        char *text = read_file(file, &len);
-        if (text == NULL) {
-            fprintf(stderr, "ringmta: cannot read %s: %s\n", file, strerror(errno));
-            return -1;
-        }
-        int r = config_parse_text(cfg, text, len, file, err, sizeof err);
-        xfree(text);
-        if (r != 0) {
-            fprintf(stderr, "ringmta: %s\n", err);
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < noverrides; i++) {
-        if (config_set_assignment(cfg, overrides[i], err, sizeof err) != 0) {
-            fprintf(stderr, "ringmta: -o %s: %s\n", overrides[i], err);
-            return -1;
-        }
-    }
-    if (config_check(cfg, err, sizeof err) != 0) {
-        fprintf(stderr, "ringmta: %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int
-make_dir(const char *path)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-                return -errno;
-            *p = '/';
-        }
-    }
-    if (mkdir(buf, 0700) != 0 && errno != EEXIST)
-        return -errno;
-    return 0;
 }
 
 /* One daemon per spool: a second one would append to the same segments. */
@@ -170,7 +91,7 @@ main(int argc, char **argv)
     }
 
     struct config cfg;
-    if (load_config(&cfg, file, overrides, noverrides) != 0)
+    if (settings_load(&cfg, "ringmta", file, overrides, noverrides) != 0)
         return 2;
     if (check_only) {
         char *text = config_format(&cfg);
@@ -202,14 +123,7 @@ main(int argc, char **argv)
     if (d.nworkers > 64)
         d.nworkers = 64;
 
-    char path[PATH_MAX];
-    int r = make_dir(cfg.spool_dir);
-    snprintf(path, sizeof path, "%s/seg", cfg.spool_dir);
-    if (r == 0)
-        r = make_dir(path);
-    snprintf(path, sizeof path, "%s/corrupt", cfg.spool_dir);
-    if (r == 0)
-        r = make_dir(path);
+    int r = segfile_prepare_dir(cfg.spool_dir);
     if (r != 0) {
         log_error("cannot create spool directory %s: %s", cfg.spool_dir, strerror(-r));
         return 1;
