@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -19,6 +20,34 @@ uring_compat_enable_rings(struct io_uring *ring)
     long r = syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS,
                      NULL, 0);
     return r < 0 ? -errno : 0;
+}
+
+/* io_uring_setup_buf_ring() (liburing 2.4): map a provided-buffer ring of
+ * `entries` slots (a power of two) and register it as group bgid. Returns
+ * the ring (initialised, empty) or NULL with *err = -errno. */
+static inline struct io_uring_buf_ring *
+uring_compat_setup_buf_ring(struct io_uring *ring, unsigned entries, int bgid, int *err)
+{
+    size_t bytes = entries * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED) {
+        *err = -errno;
+        return NULL;
+    }
+    struct io_uring_buf_ring *br = mem;
+    io_uring_buf_ring_init(br);
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uint64_t)(uintptr_t)mem,
+        .ring_entries = entries,
+        .bgid = (uint16_t)bgid,
+    };
+    int r = io_uring_register_buf_ring(ring, &reg, 0);
+    if (r != 0) {
+        munmap(mem, bytes);
+        *err = r;
+        return NULL;
+    }
+    return br;
 }
 
 #endif

@@ -90,26 +90,15 @@ worker_sqe(struct worker *w)
 
 /* --- provided buffers --------------------------------------------------- */
 
-/* liburing 2.3 lacks io_uring_setup_buf_ring(): map the ring ourselves and
- * register it (the kernel has had IORING_REGISTER_PBUF_RING since 5.19). */
+/* Provided buffers for command-phase receives: the kernel picks one only
+ * when data arrives, so idle sessions hold none. */
 static int
 worker_setup_buffers(struct worker *w)
 {
-    size_t ring_bytes = WORKER_BUF_COUNT * sizeof(struct io_uring_buf);
-    void *mem = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
-                     -1, 0);
-    if (mem == MAP_FAILED)
-        return -errno;
-    w->br = mem;
-    io_uring_buf_ring_init(w->br);
-    struct io_uring_buf_reg reg = {
-        .ring_addr = (uint64_t)(uintptr_t)mem,
-        .ring_entries = WORKER_BUF_COUNT,
-        .bgid = 0,
-    };
+    int r = 0;
     w->buf_group = 0;
-    int r = io_uring_register_buf_ring(&w->ring, &reg, 0);
-    if (r != 0)
+    w->br = uring_compat_setup_buf_ring(&w->ring, WORKER_BUF_COUNT, (int)w->buf_group, &r);
+    if (w->br == NULL)
         return r;
     w->buf_count = WORKER_BUF_COUNT;
     w->buf_size = WORKER_BUF_SIZE;
