@@ -64,7 +64,7 @@
 #define SPOOL_SEGMENT_MAGIC "RINGSEG1"
 #define SPOOL_SEGMENT_VERSION 1u
 #define SPOOL_CHUNK_PREFIX 8        /* u32 chunk index, u32 zero */
-#define SPOOL_CHUNK_MIN (8u << 10)  /* first chunk: clamp(hint + 1024, MIN, MAX) */
+#define SPOOL_CHUNK_MIN (2u << 10)  /* first chunk: clamp(hint + 1024, MIN, MAX) */
 #define SPOOL_CHUNK_MAX (1u << 20)  /* chunks double up to this */
 #define SPOOL_SEGMENT_MIN_SIZE 4096
 #define SPOOL_SEGMENT_MAX_SIZE 0xfffff000u /* offsets are u32 */

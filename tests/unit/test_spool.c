@@ -230,8 +230,8 @@ Test(spool, begin_space_wrote_commit_writes_envelope_body_commit)
     struct envelope env = test_env();
     struct spool_msg *m;
     cr_assert_eq(spool_msg_begin(sp, 42, &env, 0, false, &m), 0);
-    cr_assert_eq(test_write_body(m, 5000, 1, 777), 0);
-    cr_assert_eq(spool_msg_length(m), 5000);
+    cr_assert_eq(test_write_body(m, 1500, 1, 777), 0);
+    cr_assert_eq(spool_msg_length(m), 1500);
     struct spool_ticket t;
     cr_assert_eq(spool_msg_commit(m, &t), 0);
 
@@ -240,12 +240,12 @@ Test(spool, begin_space_wrote_commit_writes_envelope_body_commit)
     cr_assert_eq(n, 3);
     cr_assert_eq(rec[0].type, SPOOL_REC_ENVELOPE);
     cr_assert_eq(rec[1].type, SPOOL_REC_BODY);
-    cr_assert_eq(rec[1].len, SPOOL_CHUNK_PREFIX + 5000);
+    cr_assert_eq(rec[1].len, SPOOL_CHUNK_PREFIX + 1500);
     cr_assert_eq(test_u32(seg->base + rec[1].off + SPOOL_RECORD_HEADER_SIZE), 0);
     cr_assert_eq(rec[2].type, SPOOL_REC_COMMIT);
     cr_assert_eq(rec[2].len, 16);
     const uint8_t *cp = seg->base + rec[2].off + SPOOL_RECORD_HEADER_SIZE;
-    cr_assert_eq(test_u64(cp), 5000);
+    cr_assert_eq(test_u64(cp), 1500);
     cr_assert_eq(test_u32(cp + 8), 1);
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(rec[i].qid, 42);
@@ -287,8 +287,9 @@ Test(spool, first_chunk_is_sized_from_the_size_hint)
         uint64_t hint;
         size_t cap;
     } cases[] = {
-        { 0, 8192 },
-        { 7000, 8192 },
+        { 0, SPOOL_CHUNK_MIN },
+        { 500, SPOOL_CHUNK_MIN },
+        { 7000, 8024 },
         { 7169, 8200 },          /* 8193 rounded up to 8 */
         { 100000, 101024 },
         { 5u << 20, 1u << 20 },
@@ -318,8 +319,8 @@ Test(spool, chunks_double_up_to_one_mib)
     struct envelope env = test_env();
     struct spool_msg *m;
     cr_assert_eq(spool_msg_begin(sp, 9, &env, 0, false, &m), 0);
-    size_t want[] = { 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, 1048576,
-                      1048576 };
+    size_t want[] = { 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288,
+                      1048576, 1048576, 1048576 };
     size_t total = 0;
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         uint8_t *p;
@@ -335,8 +336,8 @@ Test(spool, chunks_double_up_to_one_mib)
     cr_assert_eq(spool_msg_commit(m, &t), 0);
     struct test_rec rec[16];
     size_t n = test_walk(seg, rec, 16);
-    cr_assert_eq(n, 12);
-    for (size_t i = 0; i < 10; i++) {
+    cr_assert_eq(n, 14);
+    for (size_t i = 0; i < 12; i++) {
         cr_assert_eq(rec[1 + i].type, SPOOL_REC_BODY);
         cr_assert_eq(test_u32(seg->base + rec[1 + i].off + SPOOL_RECORD_HEADER_SIZE), i,
                      "chunk index");
@@ -434,7 +435,7 @@ Test(spool, chunk_followed_by_another_record_keeps_its_span)
     struct test_rec rec[8];
     size_t n = test_walk(seg, rec, 8);
     cr_assert_eq(rec[1].type, SPOOL_REC_BODY);
-    cr_assert_eq(rec[1].span, SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + 8192);
+    cr_assert_eq(rec[1].span, SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + SPOOL_CHUNK_MIN);
     cr_assert_eq(rec[2].type, SPOOL_REC_ENVELOPE);
     cr_assert_eq(rec[2].qid, 2);
     cr_assert_eq(rec[3].type, SPOOL_REC_RESERVED);
@@ -478,7 +479,7 @@ Test(spool, unwrite_reaches_back_into_a_sealed_chunk)
     uint8_t *p;
     size_t avail;
     cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
-    cr_assert_eq(avail, 8192);
+    cr_assert_eq(avail, SPOOL_CHUNK_MIN);
     test_fill(p, avail - 1, 3);
     p[avail - 1] = '.';
     spool_msg_wrote(m, avail);
@@ -486,7 +487,7 @@ Test(spool, unwrite_reaches_back_into_a_sealed_chunk)
     memcpy(p, "\r\nQUIT\r\n", 8);
     spool_msg_wrote(m, 8);
     spool_msg_unwrite(m, 9);
-    cr_assert_eq(spool_msg_length(m), 8191);
+    cr_assert_eq(spool_msg_length(m), SPOOL_CHUNK_MIN - 1);
     struct spool_ticket t;
     cr_assert_eq(spool_msg_commit(m, &t), 0);
 
@@ -494,7 +495,7 @@ Test(spool, unwrite_reaches_back_into_a_sealed_chunk)
     test_recover(&r, &seg, 1);
     cr_assert_eq(r.nmsgs, 1);
     cr_assert_eq(r.ndamage, 0);
-    test_assert_body(&r.msgs[0], 8191, 3);
+    test_assert_body(&r.msgs[0], SPOOL_CHUNK_MIN - 1, 3);
     cr_assert_eq(r.msgs[0].nchunks, 2);
     cr_assert_eq(r.msgs[0].chunks[1].len, 0);
     spool_recovery_free(&r);
@@ -509,7 +510,7 @@ Test(spool, abort_writes_abort_and_returns_the_tail)
     struct envelope env = test_env();
     struct spool_msg *m;
     cr_assert_eq(spool_msg_begin(sp, 77, &env, 0, false, &m), 0);
-    cr_assert_eq(test_write_body(m, 3000, 1, 3000), 0);
+    cr_assert_eq(test_write_body(m, 1500, 1, 1500), 0);
     spool_msg_abort(m);
     struct test_rec rec[4];
     size_t n = test_walk(seg, rec, 4);
@@ -646,8 +647,9 @@ Test(spool, commit_that_does_not_fit_rolls_over)
     struct spool_segment *s1 = test_attach(sp, size);
     struct envelope env = test_env();
     struct spool_msg *m;
-    /* Without a spare the first chunk is shortened to the end of s1. */
-    cr_assert_eq(spool_msg_begin(sp, 5, &env, 0, false, &m), 0);
+    /* Without a spare the first chunk (asked for 9 KiB by the hint) is
+     * shortened to the end of s1. */
+    cr_assert_eq(spool_msg_begin(sp, 5, &env, 8192, false, &m), 0);
     uint8_t *p;
     size_t avail;
     cr_assert_eq(spool_msg_space(m, &p, &avail), 0);

@@ -348,7 +348,7 @@ Test(spool_recovery, flipped_bit_in_a_record_header_resynchronises)
     test_message(sp, 4, 100);
     size_t env2, body3[4];
     cr_assert_eq(test_records(seg, 2, SPOOL_REC_ENVELOPE, &env2, 1), 1);
-    cr_assert_eq(test_records(seg, 3, SPOOL_REC_BODY, body3, 4), 1);
+    cr_assert_geq(test_records(seg, 3, SPOOL_REC_BODY, body3, 4), 1);
     uint32_t env2_span = test_u32(seg->base + env2 + 8);
     seg->base[env2 + 17] ^= 0x01;      /* qid: would move it to another message */
     seg->base[body3[0] + 9] ^= 0x40;   /* span: would skip the rest */
