@@ -34,6 +34,7 @@
 #define CONN_RECEIVED_MAX 2048
 
 static void conn_handle_actions(struct worker *w, struct conn *c);
+static void conn_drop_pending_env(struct conn *c);
 static void conn_close(struct worker *w, struct conn *c);
 
 void
@@ -44,6 +45,20 @@ conn_mark_dirty(struct worker *w, struct conn *c)
     c->in_dirty = true;
     c->next_dirty = w->dirty;
     w->dirty = c;
+}
+
+/*
+ * True while a receive into the message's spool chunk is in flight: the
+ * kernel may still store into that chunk, so the message must not be aborted
+ * yet (an abort at the segment's tail gives the space back, and the next
+ * records, maybe an already acknowledged message, would be placed where the
+ * late octets land). Such an abort waits for the receive's completion
+ * (conn_on_body_recv). body_ptr is set only while that receive is armed.
+ */
+static bool
+conn_body_recv_in_flight(const struct conn *c)
+{
+    return c->recv_armed && c->body_ptr != NULL;
 }
 
 void
@@ -124,7 +139,8 @@ conn_body_storage_failed(struct worker *w, struct conn *c, int err)
         c->msg = NULL;
     }
     smtp_server_body_storage_failed(&c->smtp, err);
-    conn_handle_actions(w, c);
+    conn_drop_pending_env(c);
+    (void)w;
 }
 
 static void
@@ -350,10 +366,12 @@ conn_committed(struct worker *w, struct conn *c, int res)
     conn_mark_dirty(w, c);
 }
 
-/* What the session said about the body octets just fed to it. */
+/* What the session said about the body octets just fed to it. Does not run
+ * the session's follow-up actions (the caller does), so a client sending
+ * thousands of tiny pipelined BDAT chunks never deepens the stack. */
 static void
-conn_body_result(struct worker *w, struct conn *c, enum smtp_body_result r,
-                 const uint8_t *rest, size_t nrest)
+conn_body_outcome(struct worker *w, struct conn *c, enum smtp_body_result r,
+                  const uint8_t *rest, size_t nrest)
 {
     switch (r) {
     case SMTP_BODY_MORE:
@@ -379,11 +397,17 @@ conn_body_result(struct worker *w, struct conn *c, enum smtp_body_result r,
          * wait there, in order, until the 250 is out). */
         smtp_server_input(&c->smtp, rest, nrest, w->now_ms);
         conn_commit(w, c, nrest);
-        conn_handle_actions(w, c);
         return;
     }
     if (nrest > 0 || r == SMTP_BODY_CHUNK_DONE)
         smtp_server_input(&c->smtp, rest, nrest, w->now_ms);
+}
+
+static void
+conn_body_result(struct worker *w, struct conn *c, enum smtp_body_result r,
+                 const uint8_t *rest, size_t nrest)
+{
+    conn_body_outcome(w, c, r, rest, nrest);
     conn_handle_actions(w, c);
 }
 
@@ -424,7 +448,7 @@ conn_feed_body_prefix(struct worker *w, struct conn *c)
             r = smtp_server_body(s, tmp, want, &consumed, w->now_ms);
         }
         if (r != SMTP_BODY_MORE) {
-            conn_body_result(w, c, r, NULL, 0);
+            conn_body_outcome(w, c, r, NULL, 0);
             return;
         }
     }
@@ -434,10 +458,11 @@ static void
 conn_handle_actions(struct worker *w, struct conn *c)
 {
     struct smtp_server *s = &c->smtp;
-    for (int guard = 0; guard < 64; guard++) {
+    /* Each round consumes a BEGIN_BODY and input behind it, so this ends. */
+    for (;;) {
         if (s->actions & SMTP_ACT_ABORT_BODY) {
             s->actions &= ~SMTP_ACT_ABORT_BODY;
-            if (c->msg != NULL) {
+            if (c->msg != NULL && !conn_body_recv_in_flight(c)) {
                 spool_msg_abort(c->msg);
                 c->msg = NULL;
             }
@@ -498,7 +523,19 @@ conn_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 static void
 conn_on_body_recv(struct worker *w, struct conn *c, int res)
 {
+    uint8_t *dst = c->body_ptr;
     c->recv_armed = false;
+    c->body_ptr = NULL;
+    if (c->msg != NULL && (c->phase != CONN_OPEN || c->smtp.state != SMTP_ST_BODY)) {
+        /* The message was given up while this receive was in flight
+         * (deadline, shutdown, close): only now may its chunk go back. */
+        spool_msg_abort(c->msg);
+        c->msg = NULL;
+        if (c->phase != CONN_CLOSING && (res > 0 || res == -ECANCELED)) {
+            conn_mark_dirty(w, c);   /* carry on: final reply, then linger */
+            return;
+        }
+    }
     if (res <= 0 || c->phase != CONN_OPEN) {
         /* Peer gone mid-body (RELIABILITY row 50): the message never got a
          * 250 and its records are dropped. */
@@ -511,8 +548,8 @@ conn_on_body_recv(struct worker *w, struct conn *c, int res)
     size_t n = (size_t)res;
     spool_msg_wrote(c->msg, n);
     size_t consumed = 0;
-    enum smtp_body_result r = smtp_server_body(&c->smtp, c->body_ptr, n, &consumed, w->now_ms);
-    conn_body_result(w, c, r, c->body_ptr + consumed, n - consumed);
+    enum smtp_body_result r = smtp_server_body(&c->smtp, dst, n, &consumed, w->now_ms);
+    conn_body_result(w, c, r, dst + consumed, n - consumed);
     conn_mark_dirty(w, c);
 }
 
@@ -562,6 +599,8 @@ conn_on_cqe(struct worker *w, enum io_op op, struct conn *c, struct io_uring_cqe
         if (c->next_all != NULL)
             c->next_all->prev_all = c->prev_all;
         w->nconns--;
+        if (c->msg != NULL)
+            spool_msg_abort(c->msg);
         smtp_server_free(&c->smtp);
         outbuf_free(&c->sending);
         conn_drop_pending_env(c);
@@ -581,8 +620,8 @@ conn_close(struct worker *w, struct conn *c)
 {
     if (c->phase != CONN_CLOSING) {
         c->phase = CONN_CLOSING;
-        if (c->msg != NULL) {
-            spool_msg_abort(c->msg);
+        if (c->msg != NULL && !conn_body_recv_in_flight(c)) {
+            spool_msg_abort(c->msg);   /* else when the receive completes */
             c->msg = NULL;
         }
         smtp_server_abort(&c->smtp);
@@ -637,7 +676,8 @@ conn_shutdown_all(struct worker *w)
 {
     for (struct conn *c = w->all, *next; c != NULL; c = next) {
         next = c->next_all;
-        if (c->phase == CONN_OPEN && c->smtp.state != SMTP_ST_COMMIT) {
+        if (c->phase == CONN_OPEN && c->smtp.state != SMTP_ST_COMMIT
+            && c->smtp.state != SMTP_ST_CLOSING) {
             char line[300];
             snprintf(line, sizeof line, "421 4.3.2 %s Service shutting down", w->d->hostname);
             smtp_server_refuse(&c->smtp, line);

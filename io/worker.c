@@ -375,8 +375,13 @@ worker_on_tick(struct worker *w)
         conn_tick(w, c);
     }
     worker_prepare_segment(w);
-    if (!atomic_load(&w->d->stopping))
-        worker_arm_tick(w);
+    /* While draining too: linger timeouts and deadlines run on the tick, and
+     * without it a client that never closes would keep the daemon from
+     * exiting. Sessions that were waiting for their commit when the stop
+     * came get their 421 now. */
+    if (atomic_load(&w->d->stopping))
+        conn_shutdown_all(w);
+    worker_arm_tick(w);
 }
 
 static void

@@ -167,31 +167,75 @@ class Load:
             while not self.stop.is_set():
                 m = self.new_msg(rng, tid, i)
                 i += 1
-                cmds = "MAIL FROM:<%s>\r\n" % m.sender
-                cmds += "".join("RCPT TO:<%s>\r\n" % r for r in m.rcpts)
-                cmds += "DATA\r\n"
-                c.sock.sendall(cmds.encode())       # one pipelined group
-                codes = [c.reply()[0] for _ in range(len(m.rcpts) + 2)]
-                if codes != [250] + [250] * len(m.rcpts) + [354]:
-                    self.errors.append("%s: replies %r" % (m.token, codes))
+                if rng.random() < 0.25:
+                    ok = self.send_bdat(c, m, rng)
+                else:
+                    ok = self.send_data(c, m, rng)
+                if not ok:
                     return
-                m.state = "partial"
-                half = rng.randint(1, len(m.body) - 1)
-                c.sock.sendall(m.body[:half])
-                c.sock.sendall(m.body[half:])
-                m.state = "sent"                     # the dot may reach the daemon from now on
-                c.sock.sendall(b".\r\n")
-                code, texts = c.reply()
-                mm = QUEUED.match(texts[0]) if code == 250 else None
-                if mm is None:
-                    self.errors.append("%s: end of data answered %r %r" % (m.token, code, texts))
-                    return
-                m.qid = mm.group(1)
-                m.state = "acked"
         except (OSError, EOFError):
             pass          # the daemon was killed
         finally:
             c.close()
+
+    def envelope(self, m):
+        cmds = "MAIL FROM:<%s>\r\n" % m.sender
+        return cmds + "".join("RCPT TO:<%s>\r\n" % r for r in m.rcpts)
+
+    def queued(self, c, m, what):
+        code, texts = c.reply()
+        mm = QUEUED.match(texts[0]) if code == 250 else None
+        if mm is None:
+            self.errors.append("%s: %s answered %r %r" % (m.token, what, code, texts))
+            return False
+        m.qid = mm.group(1)
+        m.state = "acked"
+        return True
+
+    def send_data(self, c, m, rng):
+        """MAIL, RCPT..., DATA as one pipelined group; the body in two writes;
+        sometimes a NOOP right behind the final dot (not part of the message)."""
+        c.sock.sendall((self.envelope(m) + "DATA\r\n").encode())
+        codes = [c.reply()[0] for _ in range(len(m.rcpts) + 2)]
+        if codes != [250] * (len(m.rcpts) + 1) + [354]:
+            self.errors.append("%s: replies %r" % (m.token, codes))
+            return False
+        m.state = "partial"
+        half = rng.randint(1, len(m.body) - 1)
+        c.sock.sendall(m.body[:half])
+        c.sock.sendall(m.body[half:])
+        trailer = b".\r\nNOOP\r\n" if rng.random() < 0.3 else b".\r\n"
+        m.state = "sent"                 # the dot may reach the daemon from now on
+        c.sock.sendall(trailer)
+        if not self.queued(c, m, "end of data"):
+            return False
+        if len(trailer) > 3 and c.reply()[0] != 250:
+            self.errors.append("%s: NOOP after the dot" % m.token)
+            return False
+        return True
+
+    def send_bdat(self, c, m, rng):
+        """MAIL, RCPT... and the BDAT chunks pipelined (RFC 3030); the stored
+        body is the octets as sent."""
+        body = m.body
+        cuts = sorted(rng.sample(range(1, len(body)), min(rng.randint(0, 3), len(body) - 1)))
+        chunks = [body[a:b] for a, b in zip([0] + cuts, cuts + [len(body)])]
+        c.sock.sendall(self.envelope(m).encode())
+        m.state = "partial"
+        for k, ch in enumerate(chunks):
+            last = k == len(chunks) - 1
+            c.sock.sendall(b"BDAT %d%s\r\n" % (len(ch), b" LAST" if last else b""))
+            if last:
+                c.sock.sendall(ch[:-1])
+                m.state = "sent"
+                c.sock.sendall(ch[-1:])
+            else:
+                c.sock.sendall(ch)
+        codes = [c.reply()[0] for _ in range(len(m.rcpts) + 1 + len(chunks) - 1)]
+        if codes != [250] * len(codes):
+            self.errors.append("%s: BDAT replies %r" % (m.token, codes))
+            return False
+        return self.queued(c, m, "BDAT LAST")
 
     def start(self):
         for tid in range(self.nthreads):
@@ -216,7 +260,6 @@ class CrashTest(DaemonTest):
         rows = d.spool_list()
         by_sender = {"<%s>" % m.sender: m for m in msgs}
         listed = {}
-        show_supported = None
         for qid, sender, nrcpt, size, state in rows:
             self.assertNotIn(qid, listed, "%squeue id %s listed twice" % (note, qid))
             m = by_sender.get(sender)
@@ -233,11 +276,17 @@ class CrashTest(DaemonTest):
                              "%s%s size: stored %d, body %d (partial or extra octets)"
                              % (note, m.token, size, len(m.body)))
             self.assertEqual(state, "queued")
-            if show_supported is not False and (m.qid is None or random.random() < 0.05):
-                out = spool_show(d, qid)
-                show_supported = out is not None
-                if out is not None:
-                    self.assertIn(m.body, out, "%s%s body differs" % (note, m.token))
+        # Bodies, where ctl can show them (each call scans the whole spool):
+        # every listed message the client got no 250 for, and a sample.
+        unacked = [q for q, m in listed.items() if m.qid is None]
+        sample = unacked + random.sample(sorted(listed), min(6, len(listed)))
+        for qid in sample:
+            out = spool_show(d, qid)
+            if out is None:
+                break
+            self.assertTrue(out.endswith(listed[qid].body),
+                            "%s%s stored body differs" % (note, listed[qid].token))
+            self.assertEqual(len(out), received_len(qid, listed[qid].rcpts) + len(listed[qid].body))
         acked = [m for m in msgs if m.state == "acked"]
         missing = [m.qid for m in acked if m.qid not in listed]
         self.assertEqual(missing, [], "%s%d of %d acknowledged messages are not in the spool"
@@ -399,6 +448,8 @@ class CrashTest(DaemonTest):
 
     def send_marked(self, d, n, rng, size=3000):
         """n messages on one session; returns [(qid, marker)]."""
+        if not hasattr(self, "bodies"):
+            self.bodies = {}
         out = []
         s = d.connect()
         self.assertEqual(s.cmd("EHLO " + HELO), 250)
@@ -412,9 +463,17 @@ class CrashTest(DaemonTest):
             code, texts = s.reply()
             self.assertEqual(code, 250, texts)
             out.append((QUEUED.match(texts[0]).group(1), marker))
+            self.bodies[out[-1][0]] = body.encode()
         s.cmd("QUIT")
         s.close()
         return out
+
+    def check_bodies(self, d, qids):
+        for qid in qids:
+            out = spool_show(d, qid)
+            if out is None:
+                return
+            self.assertTrue(out.endswith(self.bodies[qid]), "%s: stored body differs" % qid)
 
     def segment_with(self, d, needle):
         segdir = os.path.join(d.spool, "seg")
@@ -446,6 +505,7 @@ class CrashTest(DaemonTest):
         self.assertEqual(d.stop(), 0)
         listed = sorted(r[0] for r in d.spool_list())
         self.assertEqual(listed, sorted(q for q, _ in sent if q != victim_qid))
+        self.check_bodies(d, listed)
         corrupt = os.path.join(d.spool, "corrupt")
         self.assertTrue(os.path.isdir(corrupt) and os.listdir(corrupt), "nothing in corrupt/")
         # And the spool keeps working.
@@ -484,6 +544,7 @@ class CrashTest(DaemonTest):
         self.assertEqual(d.stop(), 0)
         self.assertEqual(sorted(r[0] for r in d.spool_list()),
                          sorted(q for q, _ in sent[:-1] + sent2[:-1]))
+        self.check_bodies(d, [q for q, _ in sent[:-1] + sent2[:-1]])
 
 
 if __name__ == "__main__":
