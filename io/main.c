@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -134,6 +135,19 @@ main(int argc, char **argv)
                   lock_fd == -EBUSY ? "another ringmta uses it" : strerror(-lock_fd));
         return 1;
     }
+
+    /* smtpd_connection_limit sockets plus segments and rings: lift the soft
+     * descriptor limit to the hard one (Debian's default soft limit is 1024). */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0
+        && nofile.rlim_cur < (rlim_t)cfg.smtpd_connection_limit + 256)
+        log_warn("open file limit %llu is below smtpd_connection_limit %u + 256; "
+                 "connections past it wait in the listen backlog",
+                 (unsigned long long)nofile.rlim_cur, cfg.smtpd_connection_limit);
 
     /* Every thread inherits this mask; only main waits for the signals. */
     sigset_t sigs;

@@ -41,6 +41,7 @@
 #define WORKER_TICK_MS 100
 
 static char seg_prep_path[64][PATH_MAX];   /* per worker id, used by OPENAT */
+static uint64_t accept_warned_ms[64];      /* per worker id: last EMFILE warning */
 
 uint64_t
 worker_mono_ms(void)
@@ -381,6 +382,10 @@ worker_on_tick(struct worker *w)
      * came get their 421 now. */
     if (atomic_load(&w->d->stopping))
         conn_shutdown_all(w);
+    else
+        for (size_t i = 0; i < w->nlisteners; i++)
+            if (!w->listeners[i].armed && w->listeners[i].fd >= 0)
+                worker_arm_accept(w, &w->listeners[i]);   /* paused on EMFILE */
     worker_arm_tick(w);
 }
 
@@ -393,17 +398,27 @@ worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
     switch (op) {
     case OP_ACCEPT: {
         struct listener *l = p;
+        bool pause = false;
         if (cqe->res >= 0) {
             if (atomic_load(&w->d->stopping))
                 close(cqe->res);
             else
                 conn_accepted(w, l, cqe->res);
         } else if (cqe->res != -ECANCELED) {
-            log_warn("worker %u: accept: %s", w->id, strerror(-cqe->res));
+            /* Out of descriptors or memory: the connection stays in the
+             * backlog, so an accept re-armed at once fails at once (a hot
+             * loop flooding the log). Retry on the next tick instead. */
+            pause = cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOMEM
+                    || cqe->res == -ENOBUFS;
+            if (!pause || w->now_ms >= accept_warned_ms[w->id % 64] + 1000) {
+                log_warn("worker %u: accept: %s%s", w->id, strerror(-cqe->res),
+                         pause ? "; pausing accepts (warned once a second)" : "");
+                accept_warned_ms[w->id % 64] = w->now_ms;
+            }
         }
         if (!(cqe->flags & IORING_CQE_F_MORE)) {
             l->armed = false;
-            if (!atomic_load(&w->d->stopping))
+            if (!pause && !atomic_load(&w->d->stopping))
                 worker_arm_accept(w, l);
         }
         return;
@@ -450,6 +465,10 @@ worker_after_batch(struct worker *w)
         conn_flush(w, c);
     }
     worker_submit_syncs(w);
+    /* The spare segment as soon as the current one passes half, not at the
+     * next tick: under load the rest of a segment fills in less than a tick,
+     * and without a spare the next message would get 452. */
+    worker_prepare_segment(w);
     /* durability=none settles at once; with fsync this is a no-op here. */
     if (w->commit_wait != NULL)
         worker_settle_commits(w);

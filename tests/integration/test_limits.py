@@ -401,6 +401,45 @@ class LimitsTest(DaemonTest):
         code, texts = self.send_message(warm, "a@example.org", "b@dest.example", b"x\r\n")
         self.assertEqual(code, 250, texts)
 
+    def test_out_of_descriptors_pauses_accepts(self):
+        """The daemon at RLIMIT_NOFILE: accepting fails with EMFILE; it must not
+        spin (the pending connection stays in the backlog) nor flood the log,
+        and it greets the waiting clients once descriptors are free."""
+        # The daemon lifts its soft limit to the hard one at start, and an
+        # armed io_uring accept keeps the limit of its submission: set both
+        # before exec (sh's exec keeps the pid).
+        d = self.daemon(start=False)
+        args = d.args
+        d.args = lambda: ["/bin/sh", "-c", 'ulimit -Sn 128 && ulimit -Hn 128 && exec "$@"',
+                          "sh"] + args()
+        d.start()
+        with open("/proc/%d/limits" % d.proc.pid) as f:
+            self.assertIn(" 128 ", [l for l in f if l.startswith("Max open files")][0])
+        conns = [self.keep(session_from(d.port, "127.0.0.%d" % (2 + i // 40), greet=False))
+                 for i in range(200)]
+        time.sleep(0.5)
+
+        def cpu_ticks():
+            with open("/proc/%d/stat" % d.proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+        c0 = cpu_ticks()
+        time.sleep(1.5)
+        busy = (cpu_ticks() - c0) / os.sysconf("SC_CLK_TCK")
+        self.assertLess(busy, 0.3, "daemon busy %.2f s of 1.5 s while out of descriptors" % busy)
+        warnings = d.log().count("accept: Too many open files")
+        self.assertGreater(warnings, 0)
+        self.assertLess(warnings, 20, "accept failures flood the log")
+        for s in conns[:150]:
+            s.close()
+        for s in conns[150:]:
+            code, texts = s.reply()
+            self.assertEqual(code, 220, texts)
+        s = self.keep(d.connect())
+        self.assertEqual(s.cmd("EHLO client.test"), 250)
+        code, texts = self.send_message(s, "a@example.org", "b@dest.example", b"x\r\n")
+        self.assertEqual(code, 250, texts)
+
     def test_sigterm_with_clients_that_never_close(self):
         """Idle clients (one fresh, one already cut off by a 421 and never
         closing its end) do not keep the daemon from stopping."""
