@@ -42,6 +42,7 @@
 
 static char seg_prep_path[64][PATH_MAX];   /* per worker id, used by OPENAT */
 static uint64_t accept_warned_ms[64];      /* per worker id: last EMFILE warning */
+static uint64_t prep_retry_ms[64];         /* per worker id: no segment prep before */
 
 uint64_t
 worker_mono_ms(void)
@@ -195,6 +196,7 @@ worker_prep_failed(struct worker *w, const char *step, int res)
     }
     w->prep.fd = -1;
     w->prep.busy = false;   /* retried at the next tick */
+    prep_retry_ms[w->id % 64] = w->now_ms + WORKER_TICK_MS;
 }
 
 static void
@@ -468,7 +470,8 @@ worker_after_batch(struct worker *w)
     /* The spare segment as soon as the current one passes half, not at the
      * next tick: under load the rest of a segment fills in less than a tick,
      * and without a spare the next message would get 452. */
-    worker_prepare_segment(w);
+    if (w->now_ms >= prep_retry_ms[w->id % 64])   /* after a failure: the tick retries */
+        worker_prepare_segment(w);
     /* durability=none settles at once; with fsync this is a no-op here. */
     if (w->commit_wait != NULL)
         worker_settle_commits(w);
