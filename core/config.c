@@ -152,6 +152,12 @@ static const struct config_setting config_table[] = {
             "New connections per client address per minute; 0 = none"),
     SETTING("smtpd_connection_limit", UINT(smtpd_connection_limit), "10000",
             "Simultaneous connections from all clients; 0 = none"),
+    /* Postfix exempts $mynetworks from its anvil limits by default: the
+     * applications that submit in bulk are the trusted ones. */
+    SETTING("smtpd_client_event_limit_exceptions",
+            STRING(smtpd_client_event_limit_exceptions), "127.0.0.0/8, ::1",
+            "Clients exempt from the per-client count and rate limits (CIDR list)",
+            .check = config_check_networks),
 };
 
 #define CONFIG_NSETTINGS (sizeof config_table / sizeof config_table[0])
@@ -455,7 +461,7 @@ config_format_listen(struct config_buf *b, const struct config *cfg)
 
 /* ------------------------------------------------------------ row checks */
 
-/* relay_networks must parse here, so a typo fails with file:line at start-up. */
+/* CIDR lists must parse here, so a typo fails with file:line at start-up. */
 static int
 config_check_networks(const char *value, char *why, size_t whysize)
 {

@@ -66,6 +66,7 @@ struct config {
     unsigned smtpd_client_connection_count_limit;  /* 0 = none */
     unsigned smtpd_client_connection_rate_limit;   /* per minute; 0 = none */
     unsigned smtpd_connection_limit;               /* all clients; 0 = none */
+    char *smtpd_client_event_limit_exceptions;     /* CIDR list */
 };
 
 /* Fills every setting with its documented default. */

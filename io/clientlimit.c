@@ -87,13 +87,16 @@ cl_same(const struct netaddr *a, const struct netaddr *b)
 }
 
 enum clientlimit_verdict
-clientlimit_acquire(struct clientlimit *cl, const struct netaddr *a, uint64_t now_ms)
+clientlimit_acquire(struct clientlimit *cl, const struct netaddr *a, uint64_t now_ms,
+                    bool exempt)
 {
     unsigned cur = atomic_fetch_add(&cl->current, 1);
     if (cl->total && cur >= cl->total) {
         atomic_fetch_sub(&cl->current, 1);
         return CLIENTLIMIT_TOO_MANY_TOTAL;
     }
+    if (exempt)
+        return CLIENTLIMIT_OK;
     struct cl_stripe *st = &cl->stripes[cl_hash(a)];
     enum clientlimit_verdict v = CLIENTLIMIT_OK;
     pthread_mutex_lock(&st->lock);
@@ -138,8 +141,12 @@ clientlimit_acquire(struct clientlimit *cl, const struct netaddr *a, uint64_t no
 }
 
 void
-clientlimit_release(struct clientlimit *cl, const struct netaddr *a)
+clientlimit_release(struct clientlimit *cl, const struct netaddr *a, bool exempt)
 {
+    if (exempt) {
+        atomic_fetch_sub(&cl->current, 1);
+        return;
+    }
     struct cl_stripe *st = &cl->stripes[cl_hash(a)];
     pthread_mutex_lock(&st->lock);
     for (struct cl_entry *e = st->head; e != NULL; e = e->next) {

@@ -9,6 +9,7 @@
 #ifndef RINGMTA_IO_CLIENTLIMIT_H
 #define RINGMTA_IO_CLIENTLIMIT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "netaddr.h"
@@ -26,10 +27,12 @@ struct clientlimit;
 struct clientlimit *clientlimit_new(unsigned per_client, unsigned rate_limit,
                                     unsigned total);
 struct clientlimit *clientlimit_free(struct clientlimit *cl);
-/* A connection arrived; on CLIENTLIMIT_OK the caller must call release at
- * close. On a refusal nothing is held. */
+/* A connection arrived; on CLIENTLIMIT_OK the caller must call release (with
+ * the same exempt flag) at close. On a refusal nothing is held. An exempt
+ * client (smtpd_client_event_limit_exceptions) counts only toward the global
+ * budget. */
 enum clientlimit_verdict clientlimit_acquire(struct clientlimit *cl, const struct netaddr *a,
-                                             uint64_t now_ms);
-void clientlimit_release(struct clientlimit *cl, const struct netaddr *a);
+                                             uint64_t now_ms, bool exempt);
+void clientlimit_release(struct clientlimit *cl, const struct netaddr *a, bool exempt);
 
 #endif

@@ -84,7 +84,9 @@ conn_accepted(struct worker *w, struct listener *l, int fd)
     smtp_server_init(&c->smtp, d->cfg, &d->relay, d->hostname, &client, w->now_ms);
     (void)l;
 
-    enum clientlimit_verdict v = clientlimit_acquire(d->limits, &client, worker_unix_ms());
+    c->limit_exempt = cidr_list_match(&d->limit_exceptions, &client);
+    enum clientlimit_verdict v =
+        clientlimit_acquire(d->limits, &client, worker_unix_ms(), c->limit_exempt);
     char line[512];
     switch (v) {
     case CLIENTLIMIT_OK:
@@ -591,7 +593,7 @@ conn_on_cqe(struct worker *w, enum io_op op, struct conn *c, struct io_uring_cqe
     case OP_CLOSE: {
         /* The last completion: nothing refers to c any more. */
         if (c->limit_held)
-            clientlimit_release(w->d->limits, &c->smtp.client);
+            clientlimit_release(w->d->limits, &c->smtp.client, c->limit_exempt);
         if (c->prev_all != NULL)
             c->prev_all->next_all = c->next_all;
         else

@@ -176,6 +176,12 @@ main(int argc, char **argv)
         log_warn("DURABILITY IS OFF (durability = none): a 250 does NOT mean the message "
                  "is on disk; a crash or power loss loses accepted mail");
 
+    if (cidr_list_parse(&d.limit_exceptions, cfg.smtpd_client_event_limit_exceptions, err,
+                        sizeof err)
+        != 0) {
+        log_error("smtpd_client_event_limit_exceptions: %s", err);
+        return 2;
+    }
     d.limits = clientlimit_new(cfg.smtpd_client_connection_count_limit,
                                cfg.smtpd_client_connection_rate_limit,
                                cfg.smtpd_connection_limit);
@@ -240,6 +246,7 @@ main(int argc, char **argv)
         worker_free(d.workers[i]);
     log_info("stopped");
     clientlimit_free(d.limits);
+    cidr_list_free(&d.limit_exceptions);
     relay_policy_free(&d.relay);
     xfree(d.workers);
     xfree(overrides);

@@ -67,6 +67,7 @@ struct daemon {
     unsigned nworkers;
     struct worker **workers;
     struct clientlimit *limits;
+    struct cidr_list limit_exceptions;  /* smtpd_client_event_limit_exceptions */
     atomic_bool stopping;
     uint64_t qid_floor;         /* highest qid recovered */
     uint64_t next_segment_seq;  /* first segment number not used in the spool */
@@ -99,6 +100,7 @@ struct conn {
     bool recv_armed;
     bool send_armed;
     bool limit_held;            /* clientlimit_release at close */
+    bool limit_exempt;          /* client in smtpd_client_event_limit_exceptions */
     bool in_commit_wait;
     bool in_dirty;
     bool close_submitted;

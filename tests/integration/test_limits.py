@@ -295,7 +295,10 @@ class LimitsTest(DaemonTest):
     # --- row 31: per-client limits -----------------------------------------------
 
     def test_per_client_connection_count_limit(self):
-        d = self.daemon(smtpd_client_connection_count_limit=5)
+        # No exceptions: by default loopback (like Postfix's $mynetworks) is
+        # exempt from the per-client limits.
+        d = self.daemon(smtpd_client_connection_count_limit=5,
+                        smtpd_client_event_limit_exceptions="")
         held = [self.keep(session_from(d.port)) for _ in range(5)]
         for s in held:
             self.assertEqual(s.banner[0], 220)
@@ -327,7 +330,8 @@ class LimitsTest(DaemonTest):
 
     def test_per_client_connection_rate_limit(self):
         # 127.0.0.4: the harness's start-up probe came from 127.0.0.1.
-        d = self.daemon(smtpd_client_connection_rate_limit=3)
+        d = self.daemon(smtpd_client_connection_rate_limit=3,
+                        smtpd_client_event_limit_exceptions="")
         for _ in range(3):
             s = self.keep(session_from(d.port, "127.0.0.4"))
             self.assertEqual(s.banner[0], 220, s.banner)
@@ -340,6 +344,15 @@ class LimitsTest(DaemonTest):
         other = self.keep(session_from(d.port, "127.0.0.3"))
         self.assertEqual(other.banner[0], 220, other.banner)
         self.assertEqual(other.cmd("EHLO other.test"), 250)
+
+    def test_exempt_clients_skip_per_client_limits(self):
+        d = self.daemon(smtpd_client_connection_count_limit=2,
+                        smtpd_client_event_limit_exceptions="127.0.0.5/32")
+        exempt = [self.keep(session_from(d.port, "127.0.0.5")) for _ in range(6)]
+        for s in exempt:
+            self.assertEqual(s.banner[0], 220, s.banner)
+        limited = [self.keep(session_from(d.port, "127.0.0.6")) for _ in range(3)]
+        self.assertEqual([s.banner[0] for s in limited], [220, 220, 421])
 
     # --- row 32: the global budget and idle sessions --------------------------------
 
