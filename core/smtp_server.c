@@ -73,8 +73,10 @@ static const struct smtp_command smtp_commands[] = {
     { "MAIL", 0, cmd_mail },
     { "RCPT", 0, cmd_rcpt },
     { "DATA", CMD_ENDS_GROUP, cmd_data },
-    /* RFC 3030 §2: BDAT may be pipelined; its chunk follows the line. */
-    { "BDAT", 0, cmd_bdat },
+    /* RFC 3030 §2: BDAT may be pipelined; its chunk follows the line.
+     * Fix: allowed before HELO so cmd_bdat reads (and drops) the chunk
+     * with its 503; otherwise the chunk octets ran as commands. */
+    { "BDAT", CMD_BEFORE_HELO, cmd_bdat },
     { "RSET", CMD_BEFORE_HELO | CMD_JUNK, cmd_rset },
     { "NOOP", CMD_BEFORE_HELO | CMD_ENDS_GROUP | CMD_JUNK, cmd_noop },
     { "QUIT", CMD_BEFORE_HELO | CMD_ENDS_GROUP, cmd_quit },
@@ -148,6 +150,10 @@ smtp_close_with(struct smtp_server *s, const char *line)
 {
     smtp_reply(s, "%s", line);
     s->actions |= SMTP_ACT_CLOSE;
+    /* Fix: the final reply goes out now. A tarpit HOLD left set here was
+     * never released (tick() ignores a closing session), so the reply was
+     * never sent and the connection never closed. */
+    s->actions &= ~SMTP_ACT_HOLD;
     if (s->txn.qid || s->state == SMTP_ST_BODY)
         smtp_server_abort(s);
     smtp_enter_state(s, SMTP_ST_CLOSING);
@@ -280,6 +286,8 @@ smtp_pending_append(struct smtp_server *s, const uint8_t *p, size_t n)
 static void
 smtp_pending_consume(struct smtp_server *s, size_t n)
 {
+    if (n == 0)
+        return;   /* fix: memmove(NULL, NULL, 0) is UB (BDAT 0: no prefix) */
     memmove(s->pending, s->pending + n, s->pending_len - n);
     s->pending_len -= n;
     if (s->pending_len == 0 && s->pending_cap > 64 * 1024) {
@@ -400,9 +408,13 @@ smtp_line_complete(struct smtp_server *s, const char *line, size_t len, bool mor
         return;
     }
     if (len == 0 || line[len - 1] != '\r') {
-        /* A bare LF never ends a command: one line, one error, nothing run. */
+        /* A bare LF never ends a command: one line, one error, nothing run.
+         * Fix: the octets after the LF used to run as a command of their
+         * own ("RCPT TO:<x\nRSET>\r\n" ran RSET, two replies to one line).
+         * We cannot know where the client thinks its next command starts,
+         * so the session ends (Postfix smtpd_forbid_bare_newline=yes). */
         s->line_has_nul = false;
-        smtp_error(s, "500 5.5.2 Error: bare <LF> received; lines must end with <CR><LF>");
+        smtp_close_with(s, "500 5.5.2 Error: bare <LF> received; lines must end with <CR><LF>");
         return;
     }
     len--;
@@ -494,6 +506,10 @@ smtp_server_input(struct smtp_server *s, const uint8_t *p, size_t n, uint64_t no
         return s->actions;
     }
     size_t used = smtp_process(s, p, n);
+    /* Fix: after the final reply the rest is dropped, not kept (past
+     * SMTP_PENDING_MAX it used to add a second final reply). */
+    if (s->state == SMTP_ST_CLOSING)
+        return s->actions;
     if (used < n && !smtp_pending_append(s, p + used, n - used))
         smtp_close_with(s, "421 4.7.0 Error: too much pipelined input");
     return s->actions;
@@ -658,7 +674,9 @@ cmd_mail(struct smtp_server *s, const char *args, size_t len)
         smtp_error(s, "501 5.1.7 Error: sender address must have a domain");
         return;
     }
-    if (t->params.has_size && t->params.size > s->cfg->message_size_limit) {
+    /* Fix: message_size_limit 0 means no limit (it refused every SIZE). */
+    if (t->params.has_size && s->cfg->message_size_limit
+        && t->params.size > s->cfg->message_size_limit) {
         smtp_error(s, "552 5.3.4 Error: message size exceeds fixed limit");
         return;
     }
@@ -820,7 +838,9 @@ cmd_bdat(struct smtp_server *s, const char *args, size_t len)
             t->reject_code = s->state == SMTP_ST_MAIL && t->rcpt_rejected > 0
                                  ? "554 5.5.1 Error: no valid recipients"
                                  : (s->state == SMTP_ST_MAIL ? "503 5.5.1 Error: need RCPT command"
-                                                             : "503 5.5.1 Error: need MAIL command");
+                                    : s->state == SMTP_ST_CONNECTED
+                                        ? "503 5.5.1 Error: send HELO/EHLO first"
+                                        : "503 5.5.1 Error: need MAIL command");
             s->actions |= SMTP_ACT_BEGIN_BODY;
             data_scan_init(&t->scan, DATA_SCAN_RAW, 0, 0);
             smtp_enter_state(s, SMTP_ST_BODY);
@@ -1011,9 +1031,14 @@ smtp_body_reject(struct smtp_server *s, const char *line)
 {
     smtp_abort_body_if_any(s);
     smtp_txn_reset(s);
-    smtp_enter_state(s, SMTP_ST_READY);
+    /* Fix: a BDAT chunk read before EHLO/HELO must not count as greeting. */
+    smtp_enter_state(s, s->helo[0] ? SMTP_ST_READY : SMTP_ST_CONNECTED);
     smtp_set_command_deadline(s);
     smtp_error(s, "%s", line);
+    /* Fix: commands pipelined behind a rejected BDAT chunk are already in
+     * pending; io/ passes no further octets here, so run them now (as
+     * committed() does) instead of waiting for the client's next read. */
+    smtp_resume(s);
     return SMTP_BODY_REJECTED;
 }
 
@@ -1048,9 +1073,14 @@ smtp_server_body(struct smtp_server *s, const uint8_t *p, size_t n, size_t *cons
     }
 
     if (!t->discarding) {
-        uint64_t body = t->scan.total - (end && !t->bdat ? 3 : 0);
-        if (body > s->cfg->message_size_limit) {
-            t->discarding = true;
+        /* Fix: mid-DATA, up to 2 octets (".", ".\r") may be the start of
+         * the terminator; counting them refused a message of exactly the
+         * limit depending on how the reads were split. The exact check is
+         * made at the end, when the terminator is known. */
+        uint64_t tail = t->bdat ? 0 : end ? 3 : (t->scan.total < 2 ? t->scan.total : 2);
+        uint64_t body = t->scan.total - tail;
+        if (s->cfg->message_size_limit && body > s->cfg->message_size_limit) {
+            t->discarding = true;   /* limit 0 = none (it refused every body) */
             t->reject_code = "552 5.3.4 Error: message file too big";
         }
     }
@@ -1066,8 +1096,18 @@ smtp_server_body(struct smtp_server *s, const uint8_t *p, size_t n, size_t *cons
         /* For BDAT, a discarded non-LAST chunk still needs its reply and
          * the rest of the message stays rejected (RFC 3030 §4.2). */
         if (t->scan.mode == DATA_SCAN_RAW && !t->bdat_last) {
-            smtp_enter_state(s, t->nrcpt ? SMTP_ST_RCPT : SMTP_ST_READY);
-            smtp_error(s, "%s", t->reject_code);
+            const char *code = t->reject_code;
+            if (t->nrcpt == 0) {
+                /* Fix: a first chunk refused for the state (no MAIL/RCPT)
+                 * leaves no transaction behind. Keeping txn.discarding set
+                 * made a later DATA read and drop its body without a 354,
+                 * and io/'s prefix loop spun on it forever. */
+                smtp_txn_reset(s);
+                smtp_enter_state(s, s->helo[0] ? SMTP_ST_READY : SMTP_ST_CONNECTED);
+            } else {
+                smtp_enter_state(s, SMTP_ST_RCPT);
+            }
+            smtp_error(s, "%s", code);
             return SMTP_BODY_CHUNK_DONE;
         }
         return smtp_body_reject(s, t->reject_code);
