@@ -180,3 +180,10 @@ data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end)
         scan_header_bytes(s, n);
     return n;
 }
+
+void
+data_scan_finish(struct data_scan *s)
+{
+    if (s->state == SCAN_CR || s->state == SCAN_DOT_CR)
+        s->flags |= DATA_SCAN_BARE_CR;
+}

@@ -58,7 +58,9 @@ void data_scan_init(struct data_scan *s, enum data_scan_mode mode,
  * the caller bounds n by the BDAT chunk size and *end is never set.
  */
 size_t data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end);
-/* For RAW (BDAT) messages at LAST: a final line without CRLF is fine
- * (RFC 3030 leaves it to the sender); nothing to check today. */
+/* End of a RAW (BDAT) message, at LAST: a CR left waiting for its LF was a
+ * bare CR. (A last line without any line end is fine; RFC 3030 leaves it to
+ * the sender, and delivery by DATA adds the CRLF.) */
+void data_scan_finish(struct data_scan *s);
 
 #endif

@@ -445,7 +445,8 @@ conn_feed_body_prefix(struct worker *w, struct conn *c)
             uint8_t tmp[4096];
             if (want > sizeof tmp)
                 want = sizeof tmp;
-            memcpy(tmp, p, want);
+            if (want > 0)
+                memcpy(tmp, p, want);
             smtp_server_drop_body_prefix(s, want);
             r = smtp_server_body(s, tmp, want, &consumed, w->now_ms);
         }
@@ -468,7 +469,9 @@ conn_handle_actions(struct worker *w, struct conn *c)
                 spool_msg_abort(c->msg);
                 c->msg = NULL;
             }
-            if (s->state != SMTP_ST_COMMIT)
+            /* A message waiting for its fsync is on its way to the disk:
+             * it is queued when the fsync completes, 250 or not. */
+            if (!c->in_commit_wait)
                 conn_drop_pending_env(c);
         }
         if (!(s->actions & SMTP_ACT_BEGIN_BODY))

@@ -617,3 +617,19 @@ Test(data_scan, random_chunkings_agree_with_one_shot)
         }
     }
 }
+
+Test(data_scan, raw_body_ending_in_a_lone_cr_is_a_bare_cr)
+{
+    struct data_scan s;
+    bool end;
+    data_scan_init(&s, DATA_SCAN_RAW, 998, 102400);
+    data_scan_feed(&s, (const uint8_t *)"Subject: x\r\n\r\nbody\r", 19, &end);
+    cr_assert_eq(s.flags & DATA_SCAN_BARE_CR, 0);
+    data_scan_finish(&s);
+    cr_assert_neq(s.flags & DATA_SCAN_BARE_CR, 0);
+
+    data_scan_init(&s, DATA_SCAN_RAW, 998, 102400);
+    data_scan_feed(&s, (const uint8_t *)"Subject: x\r\n\r\nbody", 18, &end);
+    data_scan_finish(&s);
+    cr_assert_eq(s.flags, 0, "a last line without a line end is fine");
+}
