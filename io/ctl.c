@@ -33,6 +33,7 @@
 #include "config.h"
 #include "log.h"
 #include "segfile.h"
+#include "settings.h"
 #include "spool.h"
 
 static void
@@ -40,74 +41,6 @@ ctl_usage(FILE *f)
 {
     fprintf(f, "usage: ringmta-ctl [-c FILE] [-o key=value]... spool list\n"
                "       ringmta-ctl [-c FILE] [-o key=value]... spool show QUEUE_ID\n");
-}
-
-/* Reads a whole file; NULL with errno set on failure. Caller frees. */
-static char *
-ctl_read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = xmalloc(cap);
-    for (;;) {
-        if (n == cap) {
-            cap *= 2;
-            buf = xrealloc(buf, cap);
-        }
-        size_t k = fread(buf + n, 1, cap - n, f);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    int err = ferror(f) ? EIO : 0;
-    fclose(f);
-    if (err) {
-        xfree(buf);
-        errno = err;
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-/* Like the daemon: the defaults, then -c FILE if given, then every -o in
- * order (later wins). Without -c no file is read, so ctl and a daemon
- * started with the same options agree on spool_dir. */
-static int
-ctl_load_config(struct config *cfg, const char *file, char **assign, size_t nassign)
-{
-    char err[512];
-    if (file != NULL) {
-        size_t len;
-        char *text = ctl_read_file(file, &len);
-        if (text == NULL) {
-            fprintf(stderr, "ringmta-ctl: cannot read %s: %s\n", file, strerror(errno));
-            return -1;
-        }
-        int rc = config_parse_text(cfg, text, len, file, err, sizeof err);
-        xfree(text);
-        if (rc < 0) {
-            fprintf(stderr, "ringmta-ctl: %s\n", err);
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < nassign; i++) {
-        if (config_set_assignment(cfg, assign[i], err, sizeof err) < 0) {
-            fprintf(stderr, "ringmta-ctl: -o %s: %s\n", assign[i], err);
-            return -1;
-        }
-    }
-    if (config_check(cfg, err, sizeof err) < 0) {
-        fprintf(stderr, "ringmta-ctl: %s\n", err);
-        return -1;
-    }
-    if (cfg->spool_dir == NULL || cfg->spool_dir[0] == '\0') {
-        fprintf(stderr, "ringmta-ctl: spool_dir is not set\n");
-        return -1;
-    }
-    return 0;
 }
 
 /* The spool list command. */
@@ -242,9 +175,10 @@ main(int argc, char **argv)
         return 2;
     }
 
+    /* Like the daemon: defaults, -c FILE, then each -o; so ctl and a daemon
+     * started with the same options agree on spool_dir. */
     struct config cfg;
-    config_init(&cfg);
-    if (ctl_load_config(&cfg, file, assign, nassign) < 0) {
+    if (settings_load(&cfg, "ringmta-ctl", file, assign, nassign) < 0) {
         config_free(&cfg);
         xfree(assign);
         return 2;
