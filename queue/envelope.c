@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "le.h"
 
 #define ENVELOPE_VERSION 1u
 
@@ -59,49 +60,22 @@ enum envelope_rcpt_tag {
 static uint8_t *
 envelope_put_u16(uint8_t *p, uint16_t v)
 {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
+    le_put_u16(p, v);
     return p + 2;
 }
 
 static uint8_t *
 envelope_put_u32(uint8_t *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    le_put_u32(p, v);
     return p + 4;
 }
 
 static uint8_t *
 envelope_put_u64(uint8_t *p, uint64_t v)
 {
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    le_put_u64(p, v);
     return p + 8;
-}
-
-static uint16_t
-envelope_get_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t
-envelope_get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t
-envelope_get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 /* --- encoding --- */
@@ -221,10 +195,10 @@ envelope_next(struct envelope_cursor *c, uint16_t *tag, const uint8_t **val,
         return 0;
     if (left < ENV_FIELD_HDR)
         return -1;
-    uint32_t l = envelope_get_u32(c->p + 2);
+    uint32_t l = le_get_u32(c->p + 2);
     if (l > left - ENV_FIELD_HDR)
         return -1;
-    *tag = envelope_get_u16(c->p);
+    *tag = le_get_u16(c->p);
     *val = c->p + ENV_FIELD_HDR;
     *len = l;
     c->p += ENV_FIELD_HDR + l;
@@ -260,7 +234,7 @@ envelope_take_u64(uint64_t *dst, bool *seen, const uint8_t *val, size_t len)
 {
     if (len != 8 || *seen)
         return -1;
-    *dst = envelope_get_u64(val);
+    *dst = le_get_u64(val);
     *seen = true;
     return 0;
 }
@@ -319,7 +293,7 @@ envelope_decode(const uint8_t *p, size_t len, struct envelope *out)
     /* Pass 1: bounds, version first, END last, and the recipient count. */
     rc = envelope_next(&c, &tag, &val, &vlen);
     if (rc != 1 || tag != ENV_TAG_VERSION || vlen != 4
-        || envelope_get_u32(val) != ENVELOPE_VERSION)
+        || le_get_u32(val) != ENVELOPE_VERSION)
         return -1;
     while ((rc = envelope_next(&c, &tag, &val, &vlen)) == 1) {
         if (ended)

@@ -34,6 +34,7 @@
 
 #include "alloc.h"
 #include "crc32c.h"
+#include "le.h"
 
 /* A chunk is shortened to fit the rest of a segment only when at least this
  * much body fits; otherwise the message rolls to the spare. */
@@ -82,45 +83,6 @@ static spool_unmap_fn *_Atomic spool_unmap_cb;
 
 /* --- little-endian helpers --- */
 
-static void
-spool_put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void
-spool_put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void
-spool_put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t
-spool_get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t
-spool_get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 static size_t
 spool_align8(size_t n)
 {
@@ -135,7 +97,7 @@ uint32_t
 spool_record_header_crc(uint64_t salt, const uint8_t *hdr)
 {
     uint8_t s[8];
-    spool_put_u64(s, salt);
+    le_put_u64(s, salt);
     return crc32c(crc32c(0, s, 8), hdr, SPOOL_RECORD_HEADER_SIZE - 4);
 }
 
@@ -147,15 +109,15 @@ spool_segment_header_read(const uint8_t *base, size_t size, uint32_t *worker,
     if (base == NULL || size < SPOOL_SEGMENT_HEADER_SIZE)
         return -EINVAL;
     if (memcmp(base, SPOOL_SEGMENT_MAGIC, 8) != 0
-        || spool_get_u32(base + 8) != SPOOL_SEGMENT_VERSION
-        || spool_get_u32(base + 60) != crc32c(0, base, 60))
+        || le_get_u32(base + 8) != SPOOL_SEGMENT_VERSION
+        || le_get_u32(base + 60) != crc32c(0, base, 60))
         return -EINVAL;
     if (worker)
-        *worker = spool_get_u32(base + 12);
+        *worker = le_get_u32(base + 12);
     if (seq)
-        *seq = spool_get_u64(base + 16);
+        *seq = le_get_u64(base + 16);
     if (salt)
-        *salt = spool_get_u64(base + 24);
+        *salt = le_get_u64(base + 24);
     return 0;
 }
 
@@ -236,11 +198,11 @@ spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size
     uint8_t *h = base;
     memset(h, 0, SPOOL_SEGMENT_HEADER_SIZE);
     memcpy(h, SPOOL_SEGMENT_MAGIC, 8);
-    spool_put_u32(h + 8, SPOOL_SEGMENT_VERSION);
-    spool_put_u32(h + 12, sp->worker);
-    spool_put_u64(h + 16, seq);
-    spool_put_u64(h + 24, salt);
-    spool_put_u32(h + 60, crc32c(0, h, 60));
+    le_put_u32(h + 8, SPOOL_SEGMENT_VERSION);
+    le_put_u32(h + 12, sp->worker);
+    le_put_u64(h + 16, seq);
+    le_put_u64(h + 24, salt);
+    le_put_u32(h + 60, crc32c(0, h, 60));
 
     if (sp->nall == sp->capall) {
         sp->capall = sp->capall ? sp->capall * 2 : 8;
@@ -365,15 +327,15 @@ spool_write_header(struct spool_segment *seg, size_t off, uint8_t type, uint8_t 
                    size_t span, size_t len, uint64_t qid, uint32_t payload_crc)
 {
     uint8_t h[SPOOL_RECORD_HEADER_SIZE];
-    spool_put_u32(h, SPOOL_RECORD_MAGIC);
+    le_put_u32(h, SPOOL_RECORD_MAGIC);
     h[4] = type;
     h[5] = flags;
-    spool_put_u16(h + 6, 0);
-    spool_put_u32(h + 8, (uint32_t)span);
-    spool_put_u32(h + 12, (uint32_t)len);
-    spool_put_u64(h + 16, qid);
-    spool_put_u32(h + 24, payload_crc);
-    spool_put_u32(h + 28, spool_record_header_crc(seg->salt, h));
+    le_put_u16(h + 6, 0);
+    le_put_u32(h + 8, (uint32_t)span);
+    le_put_u32(h + 12, (uint32_t)len);
+    le_put_u64(h + 16, qid);
+    le_put_u32(h + 24, payload_crc);
+    le_put_u32(h + 28, spool_record_header_crc(seg->salt, h));
     memcpy(seg->base + off, h, sizeof h);
 }
 
@@ -544,8 +506,8 @@ spool_msg_reserve(struct spool_msg *m)
     if (rc < 0)
         return rc;
     uint8_t *pl = seg->base + off + SPOOL_RECORD_HEADER_SIZE;
-    spool_put_u32(pl, m->nchunks);
-    spool_put_u32(pl + 4, 0);
+    le_put_u32(pl, m->nchunks);
+    le_put_u32(pl + 4, 0);
     spool_write_header(seg, off, SPOOL_REC_RESERVED, m->flags, span, 0, m->qid, 0);
     m->has_chunk = true;
     m->cseg = seg;
@@ -669,7 +631,7 @@ spool_msg_unwrite(struct spool_msg *m, size_t n)
                         + SPOOL_CHUNK_PREFIX;
         c->len -= (uint32_t)k;
         memset(body + c->len, 0, k);
-        size_t span = spool_get_u32(c->seg->base + c->off + 8);
+        size_t span = le_get_u32(c->seg->base + c->off + 8);
         spool_msg_write_body_header(m, c->seg, c->off, span, c->len);
         n -= k;
     }
@@ -697,9 +659,9 @@ spool_msg_commit(struct spool_msg *m, struct spool_ticket *ticket)
     }
     if (m->has_chunk)
         spool_msg_seal(m);
-    spool_put_u64(pl, m->length);
-    spool_put_u32(pl + 8, m->nchunks);
-    spool_put_u32(pl + 12, m->flags);
+    le_put_u64(pl, m->length);
+    le_put_u32(pl + 8, m->nchunks);
+    le_put_u32(pl + 12, m->flags);
     rc = spool_append(sp, m, SPOOL_REC_COMMIT, m->flags, m->qid, pl, sizeof pl, NULL);
     if (rc < 0) {
         spool_msg_abort(m);
@@ -761,10 +723,10 @@ spool_append_rcpt_status(struct spool *sp, uint64_t qid, uint32_t rcpt_index,
                          uint8_t state, uint64_t next_attempt_ms, struct spool_ticket *t)
 {
     uint8_t pl[16];
-    spool_put_u32(pl, rcpt_index);
+    le_put_u32(pl, rcpt_index);
     pl[4] = state;
     pl[5] = pl[6] = pl[7] = 0;
-    spool_put_u64(pl + 8, next_attempt_ms);
+    le_put_u64(pl + 8, next_attempt_ms);
     return spool_append_ticketed(sp, SPOOL_REC_RCPT_STATUS, qid, pl, sizeof pl, t);
 }
 

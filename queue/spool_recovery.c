@@ -32,6 +32,7 @@
 
 #include "alloc.h"
 #include "crc32c.h"
+#include "le.h"
 
 enum {
     REC_KIND_CONTENT = 1,  /* ENVELOPE, BODY, RESERVED, COMMIT, unknown */
@@ -102,24 +103,6 @@ struct rec_priv {
 
 #define REC_EMPTY UINT32_MAX
 #define REC_BODY_OFF (SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX)
-
-static uint32_t
-spool_recovery_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t
-spool_recovery_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 /* Grows *arr (element size sz) so that one more element fits. */
 static void *
@@ -217,14 +200,14 @@ spool_recovery_header_ok(const uint8_t *base, size_t size, size_t off, uint64_t 
 {
     if (off + SPOOL_RECORD_HEADER_SIZE > size)
         return false;
-    if (spool_recovery_u32(base + off) != SPOOL_RECORD_MAGIC)
+    if (le_get_u32(base + off) != SPOOL_RECORD_MAGIC)
         return false;
     memcpy(h, base + off, SPOOL_RECORD_HEADER_SIZE);
-    if (spool_recovery_u32(h) != SPOOL_RECORD_MAGIC
-        || spool_recovery_u32(h + 28) != spool_record_header_crc(salt, h))
+    if (le_get_u32(h) != SPOOL_RECORD_MAGIC
+        || le_get_u32(h + 28) != spool_record_header_crc(salt, h))
         return false;
-    uint32_t span = spool_recovery_u32(h + 8);
-    uint32_t len = spool_recovery_u32(h + 12);
+    uint32_t span = le_get_u32(h + 8);
+    uint32_t len = le_get_u32(h + 12);
     return span >= SPOOL_RECORD_HEADER_SIZE && span % 8 == 0 && span <= size - off
            && len <= span - SPOOL_RECORD_HEADER_SIZE && h[6] == 0 && h[7] == 0;
 }
@@ -248,9 +231,9 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
     struct rec_priv *pv = r->priv;
     struct rec_seg *rs = &pv->segs[si];
     uint8_t type = h[4];
-    uint32_t span = spool_recovery_u32(h + 8);
-    uint32_t len = spool_recovery_u32(h + 12);
-    uint64_t qid = spool_recovery_u64(h + 16);
+    uint32_t span = le_get_u32(h + 8);
+    uint32_t len = le_get_u32(h + 12);
+    uint64_t qid = le_get_u64(h + 16);
     const uint8_t *pl = rs->base + off + SPOOL_RECORD_HEADER_SIZE;
     struct rec_loc loc = { si, (uint32_t)off, span };
 
@@ -277,7 +260,7 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
     if (type == SPOOL_REC_NONE || type > SPOOL_REC_ABORT)
         return; /* unknown (newer) type: skipped by span */
 
-    if (spool_recovery_u32(h + 24) != crc32c(0, pl, len)) {
+    if (le_get_u32(h + 24) != crc32c(0, pl, len)) {
         spool_recovery_damage(r, rs->seg, off, span, "payload checksum mismatch", qid);
         if (type == SPOOL_REC_ENVELOPE || type == SPOOL_REC_BODY
             || type == SPOOL_REC_COMMIT) {
@@ -305,7 +288,7 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
         }
         m->chunks = spool_recovery_grow32(m->chunks, m->nch, &m->capch, sizeof *m->chunks);
         m->chunks[m->nch++] = (struct rec_chunk){
-            .loc = loc, .index = spool_recovery_u32(pl), .len = len - SPOOL_CHUNK_PREFIX
+            .loc = loc, .index = le_get_u32(pl), .len = len - SPOOL_CHUNK_PREFIX
         };
         break;
     case SPOOL_REC_COMMIT:
@@ -317,9 +300,9 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
         }
         m->has_commit = true;
         m->commit = loc;
-        m->body_len = spool_recovery_u64(pl);
-        m->nchunks = spool_recovery_u32(pl + 8);
-        m->flags = spool_recovery_u32(pl + 12);
+        m->body_len = le_get_u64(pl);
+        m->nchunks = le_get_u32(pl + 8);
+        m->flags = le_get_u32(pl + 12);
         break;
     case SPOOL_REC_RCPT_STATUS:
         if (len != 16)
@@ -327,8 +310,8 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
         m->st = spool_recovery_grow32(m->st, m->nst, &m->capst, sizeof *m->st);
         m->st[m->nst++] = (struct rec_status){
             .seq = rs->seq, .worker = rs->worker, .off = (uint32_t)off,
-            .rcpt = spool_recovery_u32(pl), .state = pl[4],
-            .next_attempt_ms = spool_recovery_u64(pl + 8),
+            .rcpt = le_get_u32(pl), .state = pl[4],
+            .next_attempt_ms = le_get_u64(pl + 8),
         };
         break;
     case SPOOL_REC_DONE:
@@ -423,7 +406,7 @@ spool_recovery_add_segment(struct spool_recovery *r, struct spool_segment *seg,
     while (off + SPOOL_RECORD_HEADER_SIZE <= size) {
         if (spool_recovery_header_ok(base, size, off, salt, h)) {
             spool_recovery_record(r, si, off, h);
-            off += spool_recovery_u32(h + 8);
+            off += le_get_u32(h + 8);
             continue;
         }
         /* Resynchronise: the next 8-byte boundary where a header validates
