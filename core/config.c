@@ -158,6 +158,50 @@ static const struct config_setting config_table[] = {
             STRING(smtpd_client_event_limit_exceptions), "127.0.0.0/8, ::1",
             "Clients exempt from the per-client count and rate limits (CIDR list)",
             .check = config_check_networks),
+    /* delivery */
+    SETTING("dns_servers", STRING(dns_servers), "",
+            "DNS servers ADDR[:PORT], comma separated; empty = /etc/resolv.conf"),
+    SETTING("smtp_port", UINT(smtp_port), "25", "Port of mail servers found by MX",
+            .min = 1, .max = 65535),
+    SETTING("relayhost", STRING(relayhost), "",
+            "Send all mail to this smarthost: host[:port] or [ip]:port (no MX lookup)"),
+    SETTING("transport_map", STRING(transport_map), "",
+            "File of 'domain host[:port]' or 'domain [ip]:port' lines overriding MX"),
+    SETTING("destination_policy", STRING(destination_policy), "",
+            "File of 'domain key=value...' lines overriding the shaping settings"),
+    SETTING("max_rcpt_per_transaction", UINT(max_rcpt_per_transaction), "100",
+            "Recipients of one message to one destination per SMTP transaction",
+            .min = 1),
+    SETTING("max_connections", UINT(max_connections), "20",
+            "Simultaneous connections per destination", .min = 1),
+    SETTING("max_messages_per_connection", UINT(max_messages_per_connection), "100",
+            "Messages sent over one connection before it is closed", .min = 1),
+    SETTING("max_message_rate", SIZE(max_message_rate), "0",
+            "Messages per second per destination; 0 = no limit"),
+    SETTING("max_connection_rate", SIZE(max_connection_rate), "0",
+            "New connections per second per destination; 0 = no limit"),
+    SETTING("smtp_connection_reuse_time", TIME(smtp_connection_reuse_time_ms), "5s",
+            "How long an idle outbound connection is kept for the next message"),
+    SETTING("smtp_connect_timeout", TIME(smtp_connect_timeout_ms), "30s",
+            "Outbound TCP connection timeout"),
+    SETTING("smtp_helo_timeout", TIME(smtp_helo_timeout_ms), "300s",
+            "Wait for the greeting and the EHLO reply (RFC 5321 4.5.3.2: 5 min)"),
+    SETTING("smtp_mail_timeout", TIME(smtp_mail_timeout_ms), "300s",
+            "Wait for MAIL and RCPT replies (5 min)"),
+    SETTING("smtp_data_init_timeout", TIME(smtp_data_init_timeout_ms), "120s",
+            "Wait for the reply to DATA (2 min)"),
+    SETTING("smtp_data_xfer_timeout", TIME(smtp_data_xfer_timeout_ms), "180s",
+            "Each write of the message body (3 min)"),
+    SETTING("smtp_data_done_timeout", TIME(smtp_data_done_timeout_ms), "600s",
+            "Wait for the reply after the final dot (10 min)"),
+    SETTING("minimal_backoff_time", TIME(minimal_backoff_time_ms), "300s",
+            "First retry delay of a deferred recipient"),
+    SETTING("maximal_backoff_time", TIME(maximal_backoff_time_ms), "4000s",
+            "Longest retry delay"),
+    SETTING("max_queue_lifetime", TIME(max_queue_lifetime_ms), "5d",
+            "Age after which undeliverable mail is bounced (5.4.7)"),
+    SETTING("delay_warning_time", TIME(delay_warning_time_ms), "0s",
+            "Age after which a delay notice is sent; 0 = only when NOTIFY=DELAY asks"),
 };
 
 #define CONFIG_NSETTINGS (sizeof config_table / sizeof config_table[0])
@@ -512,7 +556,9 @@ config_format_size(char *buf, size_t size, uint64_t v)
 static void
 config_format_time(char *buf, size_t size, uint64_t ms)
 {
-    if (ms % 1000 == 0)
+    if (ms != 0 && ms % 86400000 == 0)
+        snprintf(buf, size, "%" PRIu64 "d", ms / 86400000);   /* lifetimes read as days */
+    else if (ms % 1000 == 0)
         snprintf(buf, size, "%" PRIu64 "s", ms / 1000);
     else
         snprintf(buf, size, "%" PRIu64 "ms", ms);

@@ -67,6 +67,28 @@ struct config {
     unsigned smtpd_client_connection_rate_limit;   /* per minute; 0 = none */
     unsigned smtpd_connection_limit;               /* all clients; 0 = none */
     char *smtpd_client_event_limit_exceptions;     /* CIDR list */
+    /* delivery (outbound) */
+    char *dns_servers;                  /* "" = /etc/resolv.conf; "127.0.0.1:5353, ..." */
+    unsigned smtp_port;                 /* port of next hops found by MX */
+    char *relayhost;                    /* "" or host[:port] or [ip]:port: send all there */
+    char *transport_map;                /* file: domain -> host[:port] | [ip]:port */
+    char *destination_policy;           /* file: per-domain shaping overrides */
+    unsigned max_rcpt_per_transaction;
+    unsigned max_connections;           /* per destination */
+    unsigned max_messages_per_connection;
+    uint64_t max_message_rate;          /* per destination per second; 0 = none */
+    uint64_t max_connection_rate;       /* per destination per second; 0 = none */
+    uint64_t smtp_connection_reuse_time_ms;   /* idle connection kept for reuse */
+    uint64_t smtp_connect_timeout_ms;
+    uint64_t smtp_helo_timeout_ms;      /* banner and EHLO replies */
+    uint64_t smtp_mail_timeout_ms;      /* MAIL and RCPT replies */
+    uint64_t smtp_data_init_timeout_ms; /* reply to DATA */
+    uint64_t smtp_data_xfer_timeout_ms; /* each body write */
+    uint64_t smtp_data_done_timeout_ms; /* reply after the final dot */
+    uint64_t minimal_backoff_time_ms;
+    uint64_t maximal_backoff_time_ms;
+    uint64_t max_queue_lifetime_ms;
+    uint64_t delay_warning_time_ms;     /* 0 = no delay notices unless NOTIFY=DELAY */
 };
 
 /* Fills every setting with its documented default. */

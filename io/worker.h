@@ -41,6 +41,7 @@ enum io_op {
     OP_SEG_FALLOC,      /* ptr: struct seg_prep */
     OP_SEG_DIRSYNC,     /* ptr: struct seg_prep */
     OP_IGNORE,          /* completions nobody waits for */
+    OP_DNS,             /* ptr: owned by io/dns.c, which dispatches it (dns_on_cqe) */
 };
 
 static inline uint64_t
