@@ -270,6 +270,11 @@ conn_drop_pending_env(struct conn *c)
         envelope_free(c->pending_env);
         c->pending_env = xfree(c->pending_env);
     }
+    if (c->pending_body != NULL) {
+        spool_extents_release(c->pending_body, c->pending_nbody);
+        c->pending_body = NULL;
+        c->pending_nbody = 0;
+    }
 }
 
 /* Starts the spool message: ENVELOPE record, then our Received: header as
@@ -329,7 +334,8 @@ conn_commit(struct worker *w, struct conn *c, size_t trailing)
     (void)trailing;
     if (stored > body)
         spool_msg_unwrite(c->msg, (size_t)(stored - body));
-    int r = spool_msg_commit(c->msg, &c->ticket);
+    int r = spool_msg_commit_extents(c->msg, &c->ticket, &c->pending_body,
+                                     &c->pending_nbody);
     c->msg = NULL;
     c->pending_body_len = body;
     if (r < 0) {
@@ -353,8 +359,11 @@ conn_committed(struct worker *w, struct conn *c, int res)
                  (unsigned long long)c->pending_body_len, c->pending_env->nrcpt,
                  c->smtp.client_text, c->smtp.helo);
         struct queue_msg *m =
-            queue_msg_new(c->pending_qid, c->pending_env, c->pending_body_len, c->pending_flags);
+            queue_msg_new(c->pending_qid, c->pending_env, c->pending_body_len, c->pending_flags,
+                          c->pending_body, c->pending_nbody);
         c->pending_env = xfree(c->pending_env);
+        c->pending_body = NULL;
+        c->pending_nbody = 0;
         worker_message_accepted(w, m);
     } else {
         if (res != 0)

@@ -199,7 +199,12 @@ main(int argc, char **argv)
         struct spool_recovered_msg *rm = &rec.msgs[i];
         if (rm->done)
             continue;
-        struct queue_msg *m = queue_msg_new(rm->qid, &rm->env, rm->body_len, rm->flags);
+        /* The queue keeps its own references: recovery's go with it below. */
+        struct spool_extent *body = xmemdup(rm->chunks, rm->nchunks * sizeof *body);
+        for (uint32_t k = 0; k < rm->nchunks; k++)
+            spool_segment_get(body[k].seg);
+        struct queue_msg *m =
+            queue_msg_new(rm->qid, &rm->env, rm->body_len, rm->flags, body, rm->nchunks);
         queue_msg_split(m, route_recovered, &d);
         queue_msg_put(m);
         queued++;

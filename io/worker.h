@@ -115,6 +115,8 @@ struct conn {
     struct spool_ticket ticket;
     struct envelope *pending_env; /* envelope of the message waiting for commit */
     uint64_t pending_qid;
+    struct spool_extent *pending_body;  /* body extents of the message in commit */
+    uint32_t pending_nbody;
     uint32_t pending_flags;
     uint64_t pending_body_len;
     size_t received_len;        /* our Received: header at the body's start */

@@ -19,7 +19,8 @@ struct queue {
 };
 
 struct queue_msg *
-queue_msg_new(uint64_t qid, struct envelope *env, uint64_t body_len, uint32_t body_flags)
+queue_msg_new(uint64_t qid, struct envelope *env, uint64_t body_len, uint32_t body_flags,
+              struct spool_extent *body, uint32_t nbody)
 {
     struct queue_msg *m = xcalloc(1, sizeof *m);
     m->qid = qid;
@@ -27,6 +28,8 @@ queue_msg_new(uint64_t qid, struct envelope *env, uint64_t body_len, uint32_t bo
     memset(env, 0, sizeof *env);
     m->body_len = body_len;
     m->body_flags = body_flags;
+    m->body = body;
+    m->nbody = nbody;
     atomic_init(&m->refs, 1);
     return m;
 }
@@ -42,6 +45,8 @@ queue_msg_put(struct queue_msg *m)
 {
     if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
         envelope_free(&m->env);
+        if (m->body != NULL)
+            spool_extents_release(m->body, m->nbody);
         xfree(m);
     }
 }

@@ -17,12 +17,15 @@
 #include <stdint.h>
 
 #include "envelope.h"
+#include "spool.h"
 
 struct queue_msg {
     uint64_t qid;
     struct envelope env;
     uint64_t body_len;
     uint32_t body_flags;        /* SPOOL_BODY_RAW */
+    struct spool_extent *body;  /* where the body lies, in order */
+    uint32_t nbody;
     atomic_uint refs;
 };
 
@@ -36,9 +39,12 @@ struct queue_entry {
 
 struct queue;
 
-/* Takes ownership of env (moved, not copied). refs starts at 1. */
+/* Takes ownership of env (moved, not copied) and of body (the array and one
+ * segment reference per extent, released with the last put). refs starts
+ * at 1. */
 struct queue_msg *queue_msg_new(uint64_t qid, struct envelope *env, uint64_t body_len,
-                                uint32_t body_flags);
+                                uint32_t body_flags, struct spool_extent *body,
+                                uint32_t nbody);
 void queue_msg_get(struct queue_msg *m);
 void queue_msg_put(struct queue_msg *m);
 

@@ -646,6 +646,13 @@ spool_msg_length(const struct spool_msg *m)
 int
 spool_msg_commit(struct spool_msg *m, struct spool_ticket *ticket)
 {
+    return spool_msg_commit_extents(m, ticket, NULL, NULL);
+}
+
+int
+spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
+                         struct spool_extent **extents, uint32_t *nextents)
+{
     struct spool *sp = m->sp;
     uint8_t pl[16];
     int rc;
@@ -673,8 +680,35 @@ spool_msg_commit(struct spool_msg *m, struct spool_ticket *ticket)
         m->segs[i]->live_msgs++;
     }
     ticket->n = m->nsegs;
+    if (extents != NULL) {
+        /* Same form as recovery's: body octets only, chunk prefix skipped;
+         * zero-length chunks (emptied by unwrite) are left out. */
+        struct spool_extent *e = xcalloc(m->nsealed ? m->nsealed : 1, sizeof *e);
+        uint32_t n = 0;
+        for (uint32_t i = 0; i < m->nsealed; i++) {
+            if (m->sealed[i].len == 0)
+                continue;
+            spool_segment_get(m->sealed[i].seg);
+            e[n++] = (struct spool_extent){
+                .seg = m->sealed[i].seg,
+                .off = (uint32_t)(m->sealed[i].off + SPOOL_RECORD_HEADER_SIZE
+                                  + SPOOL_CHUNK_PREFIX),
+                .len = m->sealed[i].len,
+            };
+        }
+        *extents = e;
+        *nextents = n;
+    }
     spool_msg_free(m);
     return 0;
+}
+
+void
+spool_extents_release(struct spool_extent *e, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        spool_segment_put(e[i].seg);
+    xfree(e);
 }
 
 void

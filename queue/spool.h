@@ -200,6 +200,14 @@ uint64_t spool_msg_length(const struct spool_msg *m);
  * -ENOSPC/-EIO (then m is aborted and freed too).
  */
 int spool_msg_commit(struct spool_msg *m, struct spool_ticket *ticket);
+/* spool_msg_commit that also says where the body lies: *extents (in body
+ * order; body octets only, the chunk prefix skipped) is allocated for the
+ * caller, and each extent holds a reference on its segment; release both
+ * with spool_extents_release. Extents of an unacknowledged commit (fsync
+ * failed) must not be read for delivery. */
+int spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
+                             struct spool_extent **extents, uint32_t *nextents);
+void spool_extents_release(struct spool_extent *e, uint32_t n);
 /* Abandons the message (client gone, message rejected). Frees m. */
 void spool_msg_abort(struct spool_msg *m);
 
