@@ -536,6 +536,9 @@ worker_main(void *arg)
         worker_after_batch(w);
     }
     io_uring_submit(&w->ring);
+    log_info("worker %u: %llu messages accepted, %llu fsyncs (%.1f messages per fsync)",
+             w->id, (unsigned long long)w->accepted_msgs, (unsigned long long)w->fsyncs,
+             w->fsyncs ? (double)w->accepted_msgs / (double)w->fsyncs : 0.0);
     return NULL;
 }
 
