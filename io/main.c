@@ -22,6 +22,8 @@
 #include "alloc.h"
 #include "clientlimit.h"
 #include "config.h"
+#include "delivery.h"
+#include "retry.h"
 #include "log.h"
 #include "logsink.h"
 #include "segfile.h"
@@ -58,12 +60,24 @@ lock_spool(const char *dir)
     return fd;   /* kept open for the life of the process */
 }
 
+struct recovered_ctx {
+    struct daemon *d;
+    struct retry_params retry;
+    struct retry_rng rng;
+    uint64_t now_ms;
+    uint64_t next_attempt_ms;
+};
+
+/* Recovered work goes to its owner's scheduler, spread over the recovery
+ * window so a restart with a big queue does not stampede (row 49). */
 static void
 route_recovered(void *arg, struct queue_entry *e)
 {
-    struct daemon *d = arg;
-    unsigned owner = queue_domain_owner(e->domain, d->nworkers);
-    queue_add(d->workers[owner]->queue, e);
+    struct recovered_ctx *ctx = arg;
+    unsigned owner = queue_domain_owner(e->domain, ctx->d->nworkers);
+    uint64_t due = retry_recovered_due(&ctx->retry, e->msg->env.arrival_ms,
+                                       ctx->next_attempt_ms, ctx->now_ms, &ctx->rng);
+    delivery_add(ctx->d->workers[owner], e, due);
 }
 
 int
@@ -182,6 +196,10 @@ main(int argc, char **argv)
         log_error("smtpd_client_event_limit_exceptions: %s", err);
         return 2;
     }
+    if (settings_load_routes(&cfg, "ringmta", &d.transport, &d.policy, &d.relayhost,
+                             &d.relayhost_set)
+        != 0)
+        return 2;
     d.limits = clientlimit_new(cfg.smtpd_client_connection_count_limit,
                                cfg.smtpd_client_connection_rate_limit,
                                cfg.smtpd_connection_limit);
@@ -195,6 +213,9 @@ main(int argc, char **argv)
     }
 
     size_t queued = 0;
+    struct recovered_ctx rctx = { .d = &d, .now_ms = worker_unix_ms() };
+    retry_params_from_config(&rctx.retry, &cfg);
+    retry_rng_seed(&rctx.rng, rctx.now_ms);
     for (size_t i = 0; i < rec.nmsgs; i++) {
         struct spool_recovered_msg *rm = &rec.msgs[i];
         if (rm->done)
@@ -205,7 +226,8 @@ main(int argc, char **argv)
             spool_segment_get(body[k].seg);
         struct queue_msg *m =
             queue_msg_new(rm->qid, &rm->env, rm->body_len, rm->flags, body, rm->nchunks);
-        queue_msg_split(m, route_recovered, &d);
+        rctx.next_attempt_ms = rm->next_attempt_ms;
+        queue_msg_split(m, route_recovered, &rctx);
         queue_msg_put(m);
         queued++;
     }
@@ -252,6 +274,8 @@ main(int argc, char **argv)
     log_info("stopped");
     clientlimit_free(d.limits);
     cidr_list_free(&d.limit_exceptions);
+    route_table_free(d.transport);
+    route_policy_free(d.policy);
     relay_policy_free(&d.relay);
     xfree(d.workers);
     xfree(overrides);

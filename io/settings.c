@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "route.h"
 
-/* Reads a whole file; NULL with errno set on failure. Caller frees. */
-static char *
+char *
 settings_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "re");
@@ -69,5 +69,74 @@ settings_load(struct config *cfg, const char *prog, const char *file,
         fprintf(stderr, "%s: %s\n", prog, err);
         return -1;
     }
+    return 0;
+}
+
+/* One routing file: read and parsed, or NULL when the setting is empty. */
+static int
+settings_load_file(const char *path, const char *prog, const char *what, void **out,
+                   int (*parse)(void **, const char *, size_t, const char *, char *, size_t))
+{
+    *out = NULL;
+    if (path == NULL || path[0] == '\0')
+        return 0;
+    size_t len = 0;
+    char *text = settings_read_file(path, &len);
+    if (text == NULL) {
+        fprintf(stderr, "%s: %s: cannot read %s: %s\n", prog, what, path, strerror(errno));
+        return -1;
+    }
+    char err[512];
+    int r = parse(out, text, len, path, err, sizeof err);
+    xfree(text);
+    if (r != 0) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+settings_parse_table(void **out, const char *text, size_t len, const char *origin, char *err,
+                     size_t errsize)
+{
+    return route_table_parse((struct route_table **)out, text, len, origin, err, errsize);
+}
+
+static int
+settings_parse_policy(void **out, const char *text, size_t len, const char *origin, char *err,
+                      size_t errsize)
+{
+    return route_policy_parse((struct route_policy **)out, text, len, origin, err, errsize);
+}
+
+int
+settings_load_routes(const struct config *cfg, const char *prog,
+                     struct route_table **transport, struct route_policy **policy,
+                     struct route_hop *relayhost, bool *relayhost_set)
+{
+    void *t = NULL, *p = NULL;
+    if (settings_load_file(cfg->transport_map, prog, "transport_map", &t, settings_parse_table)
+        != 0)
+        return -1;
+    if (settings_load_file(cfg->destination_policy, prog, "destination_policy", &p,
+                           settings_parse_policy)
+        != 0) {
+        route_table_free(t);
+        return -1;
+    }
+    *relayhost_set = false;
+    if (cfg->relayhost != NULL && cfg->relayhost[0] != '\0') {
+        char err[256];
+        if (route_hop_parse(relayhost, cfg->relayhost, err, sizeof err) != 0) {
+            fprintf(stderr, "%s: relayhost: %s\n", prog, err);
+            route_table_free(t);
+            route_policy_free(p);
+            return -1;
+        }
+        *relayhost_set = true;
+    }
+    *transport = t;
+    *policy = p;
     return 0;
 }

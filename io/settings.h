@@ -9,6 +9,7 @@
 #ifndef RINGMTA_IO_SETTINGS_H
 #define RINGMTA_IO_SETTINGS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -16,5 +17,19 @@
 /* Returns 0, or -1 after printing "PROG: reason" to stderr. */
 int settings_load(struct config *cfg, const char *prog, const char *file,
                   char *const *overrides, size_t noverrides);
+
+/* Reads a whole file (start-up only); NULL with errno set on failure.
+ * Result owned by the caller. */
+char *settings_read_file(const char *path, size_t *len);
+
+/* Loads the routing files and relayhost named by the settings into d-style
+ * outputs: transport_map and destination_policy (NULL when not set).
+ * Returns 0, or -1 after printing "PROG: reason" to stderr. */
+struct route_table;
+struct route_policy;
+struct route_hop;
+int settings_load_routes(const struct config *cfg, const char *prog,
+                         struct route_table **transport, struct route_policy **policy,
+                         struct route_hop *relayhost, bool *relayhost_set);
 
 #endif

@@ -30,6 +30,7 @@
 
 #include "alloc.h"
 #include "clientlimit.h"
+#include "delivery.h"
 #include "log.h"
 #include "logsink.h"
 #include "segfile.h"
@@ -300,14 +301,16 @@ worker_route_entry(void *arg, struct queue_entry *e)
     unsigned owner = queue_domain_owner(e->domain, d->nworkers);
     struct worker *dst = d->workers[owner];
     if (dst == ctx->w) {
-        queue_add(dst->queue, e);
+        delivery_add(dst, e, worker_unix_ms());
         return;
     }
     bool was_empty = handoff_count(dst->inbox) == 0;
-    while (handoff_push(dst->inbox, e) != 0) {
-        /* Full: the owner is behind. Keep it here rather than lose it;
-         * it is durable anyway and delivery can re-route. */
-        queue_add(ctx->w->queue, e);
+    if (handoff_push(dst->inbox, e) != 0) {
+        /* Full: the owner is far behind. Deliver it from here rather than
+         * wait; the destination's limits are then shared by two workers
+         * for this message (XXX: a bounded overflow list would keep them
+         * exact). */
+        delivery_add(ctx->w, e, worker_unix_ms());
         return;
     }
     if (was_empty)
@@ -327,8 +330,13 @@ static void
 worker_drain_inbox(struct worker *w)
 {
     struct queue_entry *e;
-    while ((e = handoff_pop(w->inbox)) != NULL)
-        queue_add(w->queue, e);
+    uint64_t now = worker_unix_ms();
+    while ((e = handoff_pop(w->inbox)) != NULL) {
+        if (w->delivery != NULL)
+            delivery_add(w, e, now);
+        else
+            queue_entry_free(e);   /* shutting down: it is in the spool */
+    }
 }
 
 void
@@ -378,13 +386,15 @@ worker_on_tick(struct worker *w)
         conn_tick(w, c);
     }
     worker_prepare_segment(w);
+    delivery_tick(w);
     /* While draining too: linger timeouts and deadlines run on the tick, and
      * without it a client that never closes would keep the daemon from
      * exiting. Sessions that were waiting for their commit when the stop
      * came get their 421 now. */
-    if (atomic_load(&w->d->stopping))
+    if (atomic_load(&w->d->stopping)) {
         conn_shutdown_all(w);
-    else
+        delivery_shutdown(w);
+    } else
         for (size_t i = 0; i < w->nlisteners; i++)
             if (!w->listeners[i].armed && w->listeners[i].fd >= 0)
                 worker_arm_accept(w, &w->listeners[i]);   /* paused on EMFILE */
@@ -450,7 +460,12 @@ worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
         worker_on_prep(w, op, cqe->res);
         return;
     case OP_IGNORE:
-    case OP_DNS:   /* no resolver on the loop yet (delivery wires io/dns.c in) */
+        return;
+    case OP_DNS:
+        delivery_on_dns_cqe(w, p, cqe);
+        return;
+    case OP_OUT:
+        delivery_on_cqe(w, p, cqe);
         return;
     }
 }
@@ -467,6 +482,8 @@ worker_after_batch(struct worker *w)
         c->in_dirty = false;
         conn_flush(w, c);
     }
+    /* Delivery may append status records: before the syncs are submitted. */
+    delivery_pump(w);
     worker_submit_syncs(w);
     /* The spare segment as soon as the current one passes half, not at the
      * next tick: under load the rest of a segment fills in less than a tick,
@@ -516,8 +533,13 @@ worker_main(void *arg)
                 w->listeners[i].fd = -1;
             }
             conn_shutdown_all(w);
+            delivery_shutdown(w);
+            w->drain_deadline_ms = worker_mono_ms() + 10000;
         }
-        if (draining && w->nconns == 0 && w->commit_wait == NULL && !w->prep.busy)
+        /* Outbound connections in a transaction may finish (their outcome
+         * is recorded); idle ones were told to QUIT. */
+        if (draining && w->nconns == 0 && w->commit_wait == NULL && !w->prep.busy
+            && (delivery_drained(w) || worker_mono_ms() >= w->drain_deadline_ms))
             break;
         int r = io_uring_submit_and_wait(&w->ring, 1);
         if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
@@ -605,6 +627,8 @@ worker_new(struct daemon *d, unsigned id, char *err, size_t errsize)
         goto fail;
     }
     w->queue = queue_new(id);
+    if (delivery_init(w, err, errsize) != 0)
+        goto fail;
     w->inbox = handoff_new(65536);
     w->wake_fd = eventfd(0, EFD_CLOEXEC);
     if (w->wake_fd < 0) {
@@ -660,6 +684,7 @@ worker_free(struct worker *w)
         queue_free(w->queue);
     }
     handoff_free(w->inbox);
+    delivery_free(w);
     if (w->spool != NULL)
         spool_free(w->spool);
     if (w->seg_dir_fd >= 0)

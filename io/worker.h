@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "address.h"
+#include "route.h"
 #include "config.h"
 #include "handoff.h"
 #include "queue.h"
@@ -42,7 +43,10 @@ enum io_op {
     OP_SEG_DIRSYNC,     /* ptr: struct seg_prep */
     OP_IGNORE,          /* completions nobody waits for */
     OP_DNS,             /* ptr: owned by io/dns.c, which dispatches it (dns_on_cqe) */
+    OP_OUT,             /* ptr: struct out_op of an outbound connection (delivery.c) */
 };
+
+_Static_assert(OP_OUT <= 15, "operations must fit in the low 4 bits of user_data");
 
 static inline uint64_t
 ud_pack(enum io_op op, const void *p)
@@ -72,6 +76,11 @@ struct daemon {
     atomic_bool stopping;
     uint64_t qid_floor;         /* highest qid recovered */
     uint64_t next_segment_seq;  /* first segment number not used in the spool */
+    /* delivery routing, immutable after start */
+    struct route_table *transport;
+    struct route_policy *policy;
+    struct route_hop relayhost;
+    bool relayhost_set;
 };
 
 struct listener {
@@ -151,7 +160,8 @@ struct worker {
     struct seg_prep prep;
     int seg_dir_fd;             /* "<spool_dir>/seg", fsync'd after creates */
     uint64_t last_qid;
-    /* queue and cross-worker hand-off */
+    /* delivery (io/delivery.c), queue and cross-worker hand-off */
+    struct delivery *delivery;
     struct queue *queue;
     struct handoff *inbox;
     int wake_fd;
@@ -160,6 +170,7 @@ struct worker {
     /* timers */
     struct __kernel_timespec tick_ts;
     uint64_t now_ms;            /* monotonic */
+    uint64_t drain_deadline_ms; /* stop: give outbound transactions this long */
     /* counters */
     uint64_t accepted_msgs;
     uint64_t fsyncs;

@@ -30,6 +30,10 @@ queue_msg_new(uint64_t qid, struct envelope *env, uint64_t body_len, uint32_t bo
     m->body_flags = body_flags;
     m->body = body;
     m->nbody = nbody;
+    unsigned open = 0;
+    for (uint32_t i = 0; i < m->env.nrcpt; i++)
+        open += m->env.rcpts[i].state != RCPT_DELIVERED && m->env.rcpts[i].state != RCPT_FAILED;
+    atomic_init(&m->open_rcpts, open);
     atomic_init(&m->refs, 1);
     return m;
 }

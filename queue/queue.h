@@ -26,6 +26,7 @@ struct queue_msg {
     uint32_t body_flags;        /* SPOOL_BODY_RAW */
     struct spool_extent *body;  /* where the body lies, in order */
     uint32_t nbody;
+    atomic_uint open_rcpts;     /* recipients not yet final (any worker) */
     atomic_uint refs;
 };
 

@@ -40,6 +40,11 @@ class Daemon:
             "workers": str(workers),
             "hostname": "relay.test",
             "spool_segment_size": "4M",
+            # Tests never reach real DNS or remote hosts: mail goes to a local
+            # port nothing listens on (deliveries defer) unless a test gives a
+            # relayhost of its own, and lookups go to a dead local port.
+            "relayhost": "[127.0.0.1]:%d" % free_port(),
+            "dns_servers": "127.0.0.1:%d" % free_port(),
         }
         self.settings.update({k: str(v) for k, v in settings.items()})
         self.proc = None

@@ -1,0 +1,933 @@
+/*
+ * delivery - outbound connections of one worker (see delivery.h).
+ *
+ * Per-worker: only the worker's thread touches any of this. An outbound
+ * connection (struct outconn) goes RESOLVE -> CONNECT -> SMTP -> CLOSE:
+ *   - the next hop comes from the scheduler's destination (relayhost,
+ *     transport_map or MX); names are resolved through io/dns on the ring;
+ *   - connect is an IORING_OP_CONNECT linked to a timeout, trying each
+ *     address in MX order;
+ *   - the SMTP dialogue is core/smtp_client; replies arrive by recv into the
+ *     connection's own small buffer (outbound connections are few);
+ *   - the body is sent straight from the spool mapping, extent by extent
+ *     (one send in flight per connection), or through body_xform when a
+ *     BDAT-received body must be dot-stuffed for a peer without CHUNKING.
+ *
+ * Durability of outcomes: when a transaction ends, each recipient's outcome
+ * is appended as a RCPT_STATUS record; the job waits on the worker's
+ * outcome list until the fsync covering those records completes, and only
+ * then is the scheduler told (retry, drop). A crash between the remote 250
+ * and that fsync means one more delivery later, never a loss.
+ *
+ * user_data: every SQE of an outbound connection points at one of its
+ * embedded struct out_op (16-byte aligned) tagged OP_OUT; the op's kind says
+ * which completion it is. The connection is freed only after its close
+ * completes, and close is submitted only when nothing else is in flight.
+ */
+#include "delivery.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "body_xform.h"
+#include "dns.h"
+#include "log.h"
+#include "scheduler.h"
+#include "smtp_client.h"
+#include "smtp_params.h"
+#include "smtp_reply.h"
+#include "worker.h"
+
+#define OUT_RBUF 4096
+#define OUT_STUFF_BUF 16384
+#define OUT_MAX_ADDRS 16
+
+enum out_kind { OUT_CONNECT = 1, OUT_LINK_TIMEOUT, OUT_RECV, OUT_SEND, OUT_CLOSE };
+
+struct outconn;
+
+struct out_op {
+    _Alignas(16) struct outconn *oc;
+    uint8_t kind;
+};
+
+enum out_phase { OUT_RESOLVING = 0, OUT_CONNECTING, OUT_SMTP, OUT_CLOSING };
+
+struct outconn {
+    struct out_op op_connect, op_timeout, op_recv, op_send, op_close;
+    struct worker *w;
+    struct scheduler_dest *dest;
+    enum out_phase phase;
+    int fd;
+    unsigned inflight;
+    bool recv_armed;
+    bool send_armed;
+    bool close_submitted;
+    bool conn_ok_reported;
+    bool sending_body;
+    /* where to connect */
+    struct netaddr addrs[OUT_MAX_ADDRS];
+    char names[OUT_MAX_ADDRS][64];
+    unsigned naddrs, next_addr;
+    uint16_t port;
+    char peer[96];              /* "mx.example[192.0.2.1]:25" for logs */
+    struct sockaddr_storage sa;
+    struct __kernel_timespec connect_ts;
+    char last_error[200];
+    /* the SMTP session */
+    struct smtp_client smtp;
+    bool smtp_inited;
+    uint8_t rbuf[OUT_RBUF];
+    struct smtp_outbuf sending;
+    size_t sent;
+    /* the job in flight */
+    struct scheduler_job *job;
+    struct smtpc_msg msg;
+    const char **rcpt_ptrs;
+    uint64_t job_started_ms;
+    /* body streaming */
+    uint32_t body_ext;          /* extent being sent */
+    uint64_t body_off;          /* octets of the body already handed to send */
+    uint64_t body_sent_total;
+    struct body_xform xf;
+    size_t body_pending;        /* octets of the body send in flight */
+    uint8_t *stuff;             /* OUT_STUFF_BUF when stuffing */
+    size_t stuff_len;           /* octets in stuff being sent */
+    size_t stuff_sent;
+    bool stuff_finished;
+    unsigned messages;
+    uint64_t idle_since_ms;
+    struct outconn *next;
+};
+
+/* A finished transaction waiting for its RCPT_STATUS records to be durable. */
+struct outcome {
+    struct scheduler_job *job;
+    struct spool_ticket ticket;
+    bool ticket_failed;
+    struct outcome *next;
+};
+
+struct delivery {
+    struct scheduler *sched;
+    struct dns *dns;
+    struct outconn *conns;
+    struct outcome *waiting;
+    unsigned nconns;
+};
+
+static void out_close(struct worker *w, struct outconn *oc);
+static void out_flush(struct worker *w, struct outconn *oc);
+static void out_job_finished(struct worker *w, struct outconn *oc);
+
+static struct io_uring_sqe *
+delivery_get_sqe(void *arg)
+{
+    return worker_sqe(arg);
+}
+
+int
+delivery_init(struct worker *w, char *err, size_t errsize)
+{
+    struct daemon *d = w->d;
+    struct delivery *dl = xcalloc(1, sizeof *dl);
+    dl->sched = scheduler_new(d->cfg, d->transport, d->relayhost_set ? &d->relayhost : NULL,
+                              d->policy, worker_unix_ms() ^ ((uint64_t)w->id << 48));
+    dl->dns = dns_new(delivery_get_sqe, w, d->cfg->dns_servers, err, errsize);
+    if (dl->dns == NULL) {
+        scheduler_free(dl->sched);
+        xfree(dl);
+        return -1;
+    }
+    dns_seed(dl->dns, worker_unix_ms() ^ w->id);
+    w->delivery = dl;
+    return 0;
+}
+
+void
+delivery_free(struct worker *w)
+{
+    struct delivery *dl = w->delivery;
+    if (dl == NULL)
+        return;
+    scheduler_free(dl->sched);
+    dns_free(dl->dns);
+    xfree(dl);
+    w->delivery = NULL;
+}
+
+void
+delivery_add(struct worker *w, struct queue_entry *e, uint64_t due_ms)
+{
+    scheduler_add_entry(w->delivery->sched, e, due_ms, 0, worker_unix_ms());
+}
+
+/* --- logging ---------------------------------------------------------------- */
+
+static const char *
+out_class_word(uint8_t outcome)
+{
+    switch (outcome) {
+    case SCHEDULER_DELIVERED:
+        return "sent";
+    case SCHEDULER_FAILED:
+        return "bounced";
+    default:
+        return "deferred";
+    }
+}
+
+/* Postfix-style: one line per recipient per attempt. */
+static void
+out_log_result(struct outconn *oc, struct scheduler_job *job, uint32_t i, uint64_t now)
+{
+    const struct queue_msg *m = job->entry->msg;
+    const struct scheduler_result *r = &job->results[i];
+    char id[17], to[300], text[300];
+    smtp_qid_format(m->qid, id);
+    const char *addr = m->env.rcpts[job->entry->rcpt[i]].addr;
+    log_escape(to, sizeof to, addr, strlen(addr));
+    log_escape(text, sizeof text, r->text, strlen(r->text));
+    uint64_t delay = now > m->env.arrival_ms ? now - m->env.arrival_ms : 0;
+    log_info("%s: to=<%s>, relay=%s, delay=%llu.%03llu, attempt=%u, dsn=%s, status=%s (%s)",
+             id, to, oc->peer[0] ? oc->peer : "none", (unsigned long long)(delay / 1000),
+             (unsigned long long)(delay % 1000), job->attempt + 1,
+             r->status[0] ? r->status : "4.0.0", out_class_word(r->outcome), text);
+}
+
+/* --- outcomes: record, wait for the fsync, then act -------------------------- */
+
+static uint8_t
+out_rcpt_state(uint8_t outcome)
+{
+    switch (outcome) {
+    case SCHEDULER_DELIVERED:
+        return RCPT_DELIVERED;
+    case SCHEDULER_FAILED:
+        return RCPT_FAILED;
+    default:
+        return RCPT_DEFERRED;
+    }
+}
+
+/*
+ * The transaction is over and job->results is filled. Expired deferrals
+ * become failures (5.4.7). Every tried recipient gets a RCPT_STATUS record;
+ * the job then waits for the fsync that covers them.
+ */
+static void
+delivery_record(struct worker *w, struct outconn *oc, struct scheduler_job *job)
+{
+    struct delivery *dl = w->delivery;
+    uint64_t now = worker_unix_ms();
+    struct queue_entry *e = job->entry;
+    bool expired = scheduler_job_expired(dl->sched, job, now);
+    struct outcome *o = xcalloc(1, sizeof *o);
+    o->job = job;
+    for (uint32_t i = 0; i < e->nrcpt; i++) {
+        struct scheduler_result *r = &job->results[i];
+        if (r->outcome == SCHEDULER_PENDING)
+            continue;
+        if (r->outcome == SCHEDULER_DEFERRED && expired) {
+            r->outcome = SCHEDULER_FAILED;
+            snprintf(r->status, sizeof r->status, "5.4.7");
+            char why[sizeof r->text];
+            snprintf(why, sizeof why, "message expired after max_queue_lifetime; last: %.190s",
+                     r->text);
+            snprintf(r->text, sizeof r->text, "%s", why);
+        }
+        if (oc != NULL)
+            out_log_result(oc, job, i, now);
+        struct spool_ticket t;
+        int rc = spool_append_rcpt_status(w->spool, e->msg->qid, e->rcpt[i],
+                                          out_rcpt_state(r->outcome), 0, &t);
+        if (rc < 0) {
+            o->ticket_failed = true;
+            continue;
+        }
+        /* One segment per worker is current: the last ticket covers all. */
+        o->ticket = t;
+    }
+    o->next = dl->waiting;
+    dl->waiting = o;
+}
+
+/* Records became durable (or could not be written): act on the outcome. */
+static void
+delivery_act(struct worker *w, struct outcome *o, int res)
+{
+    struct delivery *dl = w->delivery;
+    struct scheduler_job *job = o->job;
+    struct queue_entry *e = job->entry;
+    struct queue_msg *m = e->msg;
+    uint64_t now = worker_unix_ms();
+    if (res < 0 || o->ticket_failed) {
+        /* Not recorded: try them again later rather than claim anything
+         * (a delivered recipient may be delivered twice; never lost). */
+        for (uint32_t i = 0; i < e->nrcpt; i++)
+            if (job->results[i].outcome == SCHEDULER_DELIVERED
+                || job->results[i].outcome == SCHEDULER_FAILED)
+                job->results[i].outcome = SCHEDULER_DEFERRED;
+    }
+    for (uint32_t i = 0; i < e->nrcpt; i++) {
+        uint8_t oc = job->results[i].outcome;
+        if (oc == SCHEDULER_DELIVERED || oc == SCHEDULER_FAILED) {
+            m->env.rcpts[e->rcpt[i]].state = out_rcpt_state(oc);
+            if (atomic_fetch_sub(&m->open_rcpts, 1) == 1) {
+                char id[17];
+                smtp_qid_format(m->qid, id);
+                if (spool_append_done(w->spool, m->qid, NULL) == 0)
+                    log_info("%s: removed", id);
+            }
+        }
+        /* XXX: a FAILED recipient should produce a DSN to the sender
+         * (core/dsn.c builds it); injecting it as a new message is the next
+         * step of issue 3. Until then the failure is logged and recorded. */
+    }
+    scheduler_job_done(dl->sched, job, now);
+}
+
+static void
+delivery_settle(struct worker *w)
+{
+    struct delivery *dl = w->delivery;
+    struct outcome **pp = &dl->waiting;
+    while (*pp != NULL) {
+        struct outcome *o = *pp;
+        int st = o->ticket.n == 0 ? 1 : spool_ticket_state(&o->ticket);
+        if (st == 0) {
+            pp = &o->next;
+            continue;
+        }
+        *pp = o->next;
+        delivery_act(w, o, st == 1 ? 0 : -EIO);
+        xfree(o);
+    }
+}
+
+/* Every recipient of a job gets the same outcome (DNS or connect failure). */
+static void
+out_fail_job(struct scheduler_job *job, uint8_t outcome, const char *status,
+             const char *text)
+{
+    for (uint32_t i = 0; i < job->entry->nrcpt; i++) {
+        struct scheduler_result *r = &job->results[i];
+        r->outcome = outcome;
+        r->code = 0;
+        snprintf(r->status, sizeof r->status, "%s", status);
+        snprintf(r->text, sizeof r->text, "%s", text);
+    }
+}
+
+/* The destination cannot be reached now: the ready jobs of this connection's
+ * destination (as many as it would have taken) share the outcome. */
+static void
+out_fail_destination(struct worker *w, struct outconn *oc, uint8_t outcome,
+                     const char *status, const char *text)
+{
+    struct delivery *dl = w->delivery;
+    uint64_t now = worker_unix_ms();
+    struct scheduler_job *job;
+    unsigned n = 0;
+    while (n < 64 && (job = scheduler_next_job(dl->sched, oc->dest, now)) != NULL) {
+        out_fail_job(job, outcome, status, text);
+        delivery_record(w, oc, job);
+        n++;
+    }
+}
+
+/* --- connections -------------------------------------------------------------- */
+
+static void
+out_arm_recv(struct worker *w, struct outconn *oc)
+{
+    if (oc->recv_armed || oc->phase != OUT_SMTP)
+        return;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_recv(sqe, oc->fd, oc->rbuf, sizeof oc->rbuf, 0);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_OUT, &oc->op_recv));
+    oc->recv_armed = true;
+    oc->inflight++;
+}
+
+static void
+out_send(struct worker *w, struct outconn *oc, const void *p, size_t n)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_send(sqe, oc->fd, p, n, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_OUT, &oc->op_send));
+    oc->send_armed = true;
+    oc->inflight++;
+}
+
+static void
+out_try_connect(struct worker *w, struct outconn *oc)
+{
+    while (oc->next_addr < oc->naddrs) {
+        const struct netaddr *a = &oc->addrs[oc->next_addr];
+        const char *name = oc->names[oc->next_addr];
+        oc->next_addr++;
+        memset(&oc->sa, 0, sizeof oc->sa);
+        socklen_t sl;
+        if (a->family == AF_INET) {
+            struct sockaddr_in *sin = (struct sockaddr_in *)&oc->sa;
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons(oc->port);
+            memcpy(&sin->sin_addr, a->bytes, 4);
+            sl = sizeof *sin;
+        } else {
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&oc->sa;
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons(oc->port);
+            memcpy(&sin6->sin6_addr, a->bytes, 16);
+            sl = sizeof *sin6;
+        }
+        /* XXX: socket(2) is a direct system call (non-blocking, no I/O);
+         * IORING_OP_SOCKET needs liburing 2.4 / kernel 5.19. */
+        int fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            snprintf(oc->last_error, sizeof oc->last_error, "socket: %s", strerror(errno));
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof one);
+        oc->fd = fd;
+        char ip[48];
+        netaddr_format(a, ip, sizeof ip);
+        snprintf(oc->peer, sizeof oc->peer, "%s[%s]:%u", name, ip, oc->port);
+        oc->phase = OUT_CONNECTING;
+        uint64_t ms = w->d->cfg->smtp_connect_timeout_ms;
+        oc->connect_ts.tv_sec = (long long)(ms / 1000);
+        oc->connect_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_connect(sqe, fd, (struct sockaddr *)&oc->sa, sl);
+        sqe->flags |= IOSQE_IO_LINK;
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_OUT, &oc->op_connect));
+        sqe = worker_sqe(w);
+        io_uring_prep_link_timeout(sqe, &oc->connect_ts, 0);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_OUT, &oc->op_timeout));
+        oc->inflight += 2;
+        return;
+    }
+    /* No address left: a connection-level failure for the destination. */
+    struct delivery *dl = w->delivery;
+    uint64_t now = worker_unix_ms();
+    scheduler_conn_failed(dl->sched, oc->dest, now);
+    char text[300];
+    snprintf(text, sizeof text, "connect to %s: %s", oc->dest->key,
+             oc->last_error[0] ? oc->last_error : "no address");
+    out_fail_destination(w, oc, SCHEDULER_DEFERRED, "4.4.1", text);
+    out_close(w, oc);
+}
+
+/* DNS answer for the connection's next hop. */
+static void
+out_resolved(void *arg, const struct mx_result *res)
+{
+    struct outconn *oc = arg;
+    struct worker *w = oc->w;
+    if (oc->phase != OUT_RESOLVING)
+        return;
+    if (res->status != MX_OK) {
+        uint8_t outcome = res->status == MX_PERMANENT ? SCHEDULER_FAILED : SCHEDULER_DEFERRED;
+        char text[300];
+        snprintf(text, sizeof text, "%s: %s", oc->dest->key, res->text);
+        if (outcome == SCHEDULER_DEFERRED)
+            scheduler_conn_failed(w->delivery->sched, oc->dest, worker_unix_ms());
+        out_fail_destination(w, oc, outcome, res->dsn[0] ? res->dsn : "4.4.3", text);
+        out_close(w, oc);
+        return;
+    }
+    oc->naddrs = 0;
+    for (size_t h = 0; h < res->nhosts && oc->naddrs < OUT_MAX_ADDRS; h++) {
+        for (size_t k = 0; k < res->hosts[h].naddrs && oc->naddrs < OUT_MAX_ADDRS; k++) {
+            oc->addrs[oc->naddrs] = res->hosts[h].addrs[k];
+            snprintf(oc->names[oc->naddrs], sizeof oc->names[0], "%.63s", res->hosts[h].name);
+            oc->naddrs++;
+        }
+    }
+    out_try_connect(w, oc);
+}
+
+static void
+out_open(struct worker *w, struct scheduler_dest *d)
+{
+    struct delivery *dl = w->delivery;
+    struct outconn *oc = xcalloc(1, sizeof *oc);
+    oc->op_connect = (struct out_op){ oc, OUT_CONNECT };
+    oc->op_timeout = (struct out_op){ oc, OUT_LINK_TIMEOUT };
+    oc->op_recv = (struct out_op){ oc, OUT_RECV };
+    oc->op_send = (struct out_op){ oc, OUT_SEND };
+    oc->op_close = (struct out_op){ oc, OUT_CLOSE };
+    oc->w = w;
+    oc->dest = d;
+    oc->fd = -1;
+    oc->port = d->hop.port ? d->hop.port : (uint16_t)w->d->cfg->smtp_port;
+    oc->next = dl->conns;
+    dl->conns = oc;
+    dl->nconns++;
+    oc->phase = OUT_RESOLVING;
+    if (d->hop.is_address) {
+        if (netaddr_parse(&oc->addrs[0], d->hop.host) == 0) {
+            snprintf(oc->names[0], sizeof oc->names[0], "%.63s", d->hop.host);
+            oc->naddrs = 1;
+        }
+        out_try_connect(w, oc);
+        return;
+    }
+    if (d->hop.mx_lookup)
+        dns_resolve_mx(dl->dns, d->hop.host, worker_mono_ms(), out_resolved, oc);
+    else
+        dns_resolve_host(dl->dns, d->hop.host, worker_mono_ms(), out_resolved, oc);
+}
+
+/* --- the SMTP session ----------------------------------------------------------- */
+
+static bool
+out_take_job(struct worker *w, struct outconn *oc)
+{
+    struct delivery *dl = w->delivery;
+    const struct route_limits *lim = &oc->dest->limits;
+    if (lim->max_messages_per_connection && oc->messages >= lim->max_messages_per_connection)
+        return false;
+    uint64_t now = worker_unix_ms();
+    struct scheduler_job *job = scheduler_next_job(dl->sched, oc->dest, now);
+    if (job == NULL)
+        return false;
+    struct queue_entry *e = job->entry;
+    struct queue_msg *m = e->msg;
+    oc->job = job;
+    oc->job_started_ms = now;
+    oc->rcpt_ptrs = xrealloc(oc->rcpt_ptrs, (e->nrcpt ? e->nrcpt : 1) * sizeof *oc->rcpt_ptrs);
+    for (uint32_t i = 0; i < e->nrcpt; i++)
+        oc->rcpt_ptrs[i] = m->env.rcpts[e->rcpt[i]].addr;
+    memset(&oc->msg, 0, sizeof oc->msg);
+    oc->msg.sender = m->env.sender;
+    oc->msg.rcpts = oc->rcpt_ptrs;
+    oc->msg.nrcpt = e->nrcpt;
+    oc->msg.body_len = m->body_len;
+    oc->msg.size = m->body_len;
+    oc->msg.body_form = (m->body_flags & SPOOL_BODY_RAW) ? SMTPC_STORED_RAW : SMTPC_STORED_DATA;
+    oc->msg.needs_smtputf8 = m->env.smtputf8;
+    oc->msg.body_8bit = m->env.body_type == MAIL_BODY_8BITMIME;
+    oc->body_ext = 0;
+    oc->body_off = 0;
+    oc->body_sent_total = 0;
+    oc->sending_body = false;
+    oc->messages++;
+    smtp_client_send(&oc->smtp, &oc->msg, worker_mono_ms());
+    return true;
+}
+
+/* Copies the client's results into the job and records them. */
+static void
+out_job_finished(struct worker *w, struct outconn *oc)
+{
+    struct scheduler_job *job = oc->job;
+    if (job == NULL)
+        return;
+    for (uint32_t i = 0; i < job->entry->nrcpt; i++) {
+        const struct smtpc_result *r = smtp_client_result(&oc->smtp, i);
+        struct scheduler_result *out = &job->results[i];
+        if (r == NULL)
+            continue;
+        switch (r->cls) {
+        case SMTPC_DELIVERED:
+            out->outcome = SCHEDULER_DELIVERED;
+            break;
+        case SMTPC_FAILED:
+            out->outcome = SCHEDULER_FAILED;
+            break;
+        case SMTPC_DEFERRED:
+            out->outcome = SCHEDULER_DEFERRED;
+            break;
+        default:
+            out->outcome = SCHEDULER_PENDING;
+            break;
+        }
+        out->code = r->reply.code;
+        snprintf(out->status, sizeof out->status, "%s", r->reply.enh);
+        snprintf(out->text, sizeof out->text, "%s", r->reply.text);
+    }
+    oc->job = NULL;
+    bool tried = false;
+    for (uint32_t i = 0; i < job->entry->nrcpt; i++)
+        tried |= job->results[i].outcome != SCHEDULER_PENDING;
+    if (!tried) {
+        scheduler_job_done(w->delivery->sched, job, worker_unix_ms());
+        return;
+    }
+    delivery_record(w, oc, job);
+}
+
+/* Next piece of the body: from the mapping as stored, or stuffed. */
+static void
+out_send_body(struct worker *w, struct outconn *oc)
+{
+    const struct queue_msg *m = oc->job->entry->msg;
+    bool stuff = oc->smtp.txn.body_mode == SMTPC_BODY_STUFF;
+    while (oc->body_ext < m->nbody) {
+        const struct spool_extent *x = &m->body[oc->body_ext];
+        uint64_t left_in_body = m->body_len - oc->body_sent_total;
+        uint64_t left = x->len - oc->body_off;
+        if (left > left_in_body)
+            left = left_in_body;
+        if (left == 0) {
+            oc->body_ext++;
+            oc->body_off = 0;
+            continue;
+        }
+        const uint8_t *p = x->seg->base + x->off + oc->body_off;
+        if (!stuff) {
+            /* Zero-copy from the page cache: the kernel copies once into the
+             * socket buffer. XXX: SEND_ZC for large bodies. */
+            size_t n = left > (1u << 20) ? (1u << 20) : (size_t)left;
+            oc->body_off += n;
+            oc->body_sent_total += n;
+            oc->body_pending = n;
+            out_send(w, oc, p, n);
+            return;
+        }
+        if (oc->stuff == NULL) {
+            oc->stuff = xmalloc(OUT_STUFF_BUF);
+            body_xform_init(&oc->xf);
+        }
+        size_t used = 0;
+        size_t n = body_xform_stuff(&oc->xf, p, (size_t)left, &used, oc->stuff, OUT_STUFF_BUF);
+        oc->body_off += used;
+        oc->body_sent_total += used;
+        if (n > 0) {
+            oc->stuff_len = n;
+            oc->stuff_sent = 0;
+            out_send(w, oc, oc->stuff, n);
+            return;
+        }
+    }
+    if (stuff && !oc->stuff_finished) {
+        oc->stuff_finished = true;
+        if (oc->stuff == NULL) {
+            oc->stuff = xmalloc(OUT_STUFF_BUF);
+            body_xform_init(&oc->xf);
+        }
+        size_t n = body_xform_finish(&oc->xf, oc->stuff, OUT_STUFF_BUF);
+        if (n > 0) {
+            oc->stuff_len = n;
+            oc->stuff_sent = 0;
+            out_send(w, oc, oc->stuff, n);
+            return;
+        }
+    }
+    /* All of it is out. */
+    oc->sending_body = false;
+    oc->stuff_finished = false;
+    smtp_client_body_sent(&oc->smtp, worker_mono_ms());
+}
+
+/* Carries out the client's actions: results, output, body, close, reuse. */
+static void
+out_flush(struct worker *w, struct outconn *oc)
+{
+    if (oc->phase == OUT_CLOSING) {
+        out_close(w, oc);
+        return;
+    }
+    if (oc->phase != OUT_SMTP)
+        return;
+    struct smtp_client *c = &oc->smtp;
+    struct delivery *dl = w->delivery;
+    uint64_t now = worker_unix_ms();
+    if (c->actions & SMTPC_ACT_RESULTS) {
+        c->actions &= ~SMTPC_ACT_RESULTS;
+        out_job_finished(w, oc);
+    }
+    if (!oc->conn_ok_reported && (c->actions & SMTPC_ACT_IDLE)) {
+        oc->conn_ok_reported = true;
+        scheduler_conn_ok(dl->sched, oc->dest, now);
+    }
+    if (c->failed && !oc->conn_ok_reported) {
+        /* A 421 greeting, no banner, EHLO trouble: AIMD backs off. */
+        oc->conn_ok_reported = true;
+        scheduler_conn_failed(dl->sched, oc->dest, now);
+    }
+    if (oc->send_armed)
+        return;
+    if (c->out.len > 0) {
+        oc->sending.len = 0;
+        smtp_client_take_output(c, &oc->sending);
+        oc->sent = 0;
+        c->actions &= ~SMTPC_ACT_SEND;
+        out_send(w, oc, oc->sending.data, oc->sending.len);
+        return;
+    }
+    if (c->actions & SMTPC_ACT_SEND_BODY) {
+        c->actions &= ~SMTPC_ACT_SEND_BODY;
+        oc->sending_body = true;
+    }
+    if (oc->sending_body) {
+        out_send_body(w, oc);
+        if (oc->send_armed)
+            return;
+        out_flush(w, oc);   /* the terminator went into the output */
+        return;
+    }
+    if (c->actions & SMTPC_ACT_CLOSE) {
+        out_close(w, oc);
+        return;
+    }
+    if ((c->actions & SMTPC_ACT_IDLE) && oc->job == NULL && smtp_client_idle(c)) {
+        if (out_take_job(w, oc)) {
+            out_flush(w, oc);
+            return;
+        }
+        if (oc->idle_since_ms == 0)
+            oc->idle_since_ms = now;
+        const struct route_limits *lim = &oc->dest->limits;
+        bool used_up = lim->max_messages_per_connection
+                       && oc->messages >= lim->max_messages_per_connection;
+        if (used_up || atomic_load(&w->d->stopping)) {
+            smtp_client_quit(c, worker_mono_ms());
+            out_flush(w, oc);
+            return;
+        }
+    }
+    out_arm_recv(w, oc);
+}
+
+static void
+out_close(struct worker *w, struct outconn *oc)
+{
+    struct delivery *dl = w->delivery;
+    if (oc->phase != OUT_CLOSING) {
+        if (oc->job != NULL) {
+            if (oc->smtp_inited) {
+                smtp_client_peer_closed(&oc->smtp, worker_mono_ms());
+                out_job_finished(w, oc);
+            } else {
+                scheduler_job_done(dl->sched, oc->job, worker_unix_ms());
+                oc->job = NULL;
+            }
+        }
+        oc->phase = OUT_CLOSING;
+        if (oc->fd >= 0 && (oc->recv_armed || oc->send_armed)) {
+            struct io_uring_sqe *sqe = worker_sqe(w);
+            io_uring_prep_cancel_fd(sqe, oc->fd, IORING_ASYNC_CANCEL_ALL);
+            io_uring_sqe_set_data64(sqe, ud_pack(OP_IGNORE, NULL));
+        }
+    }
+    if (oc->inflight > 0 || oc->close_submitted)
+        return;
+    oc->close_submitted = true;
+    if (oc->fd >= 0) {
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_close(sqe, oc->fd);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_OUT, &oc->op_close));
+        oc->inflight++;
+        return;
+    }
+    /* Never connected: nothing to close. Freed at the next pump (it may be
+     * inside a DNS callback now). */
+}
+
+static void
+out_free(struct worker *w, struct outconn *oc)
+{
+    struct delivery *dl = w->delivery;
+    for (struct outconn **pp = &dl->conns; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == oc) {
+            *pp = oc->next;
+            break;
+        }
+    }
+    dl->nconns--;
+    scheduler_conn_closed(dl->sched, oc->dest);
+    if (oc->smtp_inited)
+        smtp_client_free(&oc->smtp);
+    outbuf_free(&oc->sending);
+    xfree(oc->rcpt_ptrs);
+    xfree(oc->stuff);
+    xfree(oc);
+}
+
+void
+delivery_on_cqe(struct worker *w, void *ptr, struct io_uring_cqe *cqe)
+{
+    struct out_op *op = ptr;
+    struct outconn *oc = op->oc;
+    int res = cqe->res;
+    oc->inflight--;
+    switch (op->kind) {
+    case OUT_LINK_TIMEOUT:
+        break;
+    case OUT_CONNECT:
+        if (oc->phase != OUT_CONNECTING)
+            break;
+        if (res < 0) {
+            snprintf(oc->last_error, sizeof oc->last_error, "%s: %s", oc->peer,
+                     res == -ECANCELED ? "connection timed out" : strerror(-res));
+            log_info("connect to %s failed: %s", oc->peer,
+                     res == -ECANCELED ? "timed out" : strerror(-res));
+            close(oc->fd);
+            oc->fd = -1;
+            if (oc->inflight > 0) {
+                /* the link timeout's CQE is still to come; retry after it */
+                oc->phase = OUT_RESOLVING;
+            }
+            out_try_connect(w, oc);
+            break;
+        }
+        oc->phase = OUT_SMTP;
+        smtp_client_init(&oc->smtp, w->d->cfg, w->d->hostname, worker_mono_ms());
+        oc->smtp_inited = true;
+        break;
+    case OUT_RECV:
+        oc->recv_armed = false;
+        if (oc->phase != OUT_SMTP)
+            break;
+        if (res <= 0) {
+            smtp_client_peer_closed(&oc->smtp, worker_mono_ms());
+        } else {
+            oc->idle_since_ms = 0;
+            smtp_client_input(&oc->smtp, oc->rbuf, (size_t)res, worker_mono_ms());
+        }
+        break;
+    case OUT_SEND:
+        oc->send_armed = false;
+        if (oc->phase != OUT_SMTP)
+            break;
+        if (res < 0) {
+            smtp_client_peer_closed(&oc->smtp, worker_mono_ms());
+            oc->sending_body = false;
+            break;
+        }
+        if (oc->sending.len > 0 && !oc->sending_body) {
+            oc->sent += (size_t)res;
+            if (oc->sent < oc->sending.len) {
+                out_send(w, oc, oc->sending.data + oc->sent, oc->sending.len - oc->sent);
+                return;
+            }
+            oc->sending.len = 0;
+            oc->sent = 0;
+        } else if (oc->sending_body) {
+            smtp_client_body_progress(&oc->smtp, worker_mono_ms());
+            if (oc->smtp.txn.body_mode == SMTPC_BODY_STUFF) {
+                oc->stuff_sent += (size_t)res;
+                if (oc->stuff_sent < oc->stuff_len) {
+                    out_send(w, oc, oc->stuff + oc->stuff_sent, oc->stuff_len - oc->stuff_sent);
+                    return;
+                }
+            } else if ((size_t)res < oc->body_pending) {
+                /* A short send: the rest of that piece goes next. */
+                size_t unsent = oc->body_pending - (size_t)res;
+                oc->body_off -= unsent;
+                oc->body_sent_total -= unsent;
+            }
+            oc->body_pending = 0;
+        }
+        break;
+    case OUT_CLOSE:
+        out_free(w, oc);
+        return;
+    }
+    out_flush(w, oc);
+}
+
+void
+delivery_on_dns_cqe(struct worker *w, void *ptr, struct io_uring_cqe *cqe)
+{
+    dns_on_cqe(w->delivery->dns, ptr, cqe);
+}
+
+void
+delivery_pump(struct worker *w)
+{
+    struct delivery *dl = w->delivery;
+    if (dl == NULL)
+        return;
+    uint64_t now = worker_unix_ms();
+    delivery_settle(w);
+    scheduler_run_timers(dl->sched, now);
+    /* Free connections that never got an fd (DNS or connect failures). */
+    for (struct outconn *oc = dl->conns, *next; oc != NULL; oc = next) {
+        next = oc->next;
+        if (oc->phase == OUT_CLOSING && oc->fd < 0 && oc->inflight == 0)
+            out_free(w, oc);
+    }
+    if (!atomic_load(&w->d->stopping)) {
+        struct scheduler_dest *d;
+        while ((d = scheduler_want_connection(dl->sched, now)) != NULL) {
+            /* An idle connection to the same destination takes the work
+             * first; scheduler_want_connection already counted a new one, so
+             * give that back when an idle one exists. */
+            struct outconn *idle = NULL;
+            for (struct outconn *oc = dl->conns; oc != NULL; oc = oc->next)
+                if (oc->dest == d && oc->phase == OUT_SMTP && oc->job == NULL
+                    && smtp_client_idle(&oc->smtp)) {
+                    idle = oc;
+                    break;
+                }
+            if (idle != NULL) {
+                scheduler_conn_closed(dl->sched, d);
+                out_flush(w, idle);
+                if (idle->job == NULL)
+                    break;   /* the rate says wait */
+                continue;
+            }
+            out_open(w, d);
+        }
+    }
+    for (struct outconn *oc = dl->conns; oc != NULL; oc = oc->next)
+        if (oc->phase == OUT_SMTP && oc->job == NULL && !oc->send_armed)
+            out_flush(w, oc);
+}
+
+void
+delivery_tick(struct worker *w)
+{
+    struct delivery *dl = w->delivery;
+    if (dl == NULL)
+        return;
+    uint64_t mono = worker_mono_ms();
+    uint64_t now = worker_unix_ms();
+    for (struct outconn *oc = dl->conns, *next; oc != NULL; oc = next) {
+        next = oc->next;
+        if (oc->phase != OUT_SMTP)
+            continue;
+        if (mono >= smtp_client_deadline(&oc->smtp)) {
+            smtp_client_tick(&oc->smtp, mono);
+            out_flush(w, oc);
+            continue;
+        }
+        if (oc->job == NULL && oc->idle_since_ms != 0 && smtp_client_idle(&oc->smtp)
+            && now - oc->idle_since_ms >= w->d->cfg->smtp_connection_reuse_time_ms) {
+            smtp_client_quit(&oc->smtp, mono);
+            out_flush(w, oc);
+        }
+    }
+    delivery_pump(w);
+}
+
+void
+delivery_shutdown(struct worker *w)
+{
+    struct delivery *dl = w->delivery;
+    if (dl == NULL)
+        return;
+    for (struct outconn *oc = dl->conns; oc != NULL; oc = oc->next)
+        if (oc->phase == OUT_SMTP && oc->job == NULL && smtp_client_idle(&oc->smtp)) {
+            smtp_client_quit(&oc->smtp, worker_mono_ms());
+            out_flush(w, oc);
+        }
+}
+
+int
+delivery_drained(struct worker *w)
+{
+    struct delivery *dl = w->delivery;
+    return dl == NULL || (dl->conns == NULL && dl->waiting == NULL);
+}
