@@ -26,6 +26,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+_DEAD_PORTS = []
+
+
+def dead_port():
+    """A loopback port that refuses connections for the life of this test
+    process: bound, never listened on, so nobody else can take it."""
+    if not _DEAD_PORTS:
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            s = socket.socket(socket.AF_INET, kind)
+            s.bind(("127.0.0.1", 0))
+            _DEAD_PORTS.append(s)
+    return _DEAD_PORTS[0].getsockname()[1]
+
+
 class Daemon:
     """One ringmta process with its own spool and port."""
 
@@ -43,8 +57,8 @@ class Daemon:
             # Tests never reach real DNS or remote hosts: mail goes to a local
             # port nothing listens on (deliveries defer) unless a test gives a
             # relayhost of its own, and lookups go to a dead local port.
-            "relayhost": "[127.0.0.1]:%d" % free_port(),
-            "dns_servers": "127.0.0.1:%d" % free_port(),
+            "relayhost": "[127.0.0.1]:%d" % dead_port(),
+            "dns_servers": "127.0.0.1:%d" % dead_port(),
         }
         self.settings.update({k: str(v) for k, v in settings.items()})
         self.proc = None
