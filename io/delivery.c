@@ -37,6 +37,7 @@
 #include "alloc.h"
 #include "body_xform.h"
 #include "dns.h"
+#include "dsn.h"
 #include "log.h"
 #include "scheduler.h"
 #include "smtp_client.h"
@@ -106,11 +107,14 @@ struct outconn {
     struct outconn *next;
 };
 
-/* A finished transaction waiting for its RCPT_STATUS records to be durable. */
+/* A finished transaction waiting for its RCPT_STATUS records (and the
+ * bounce it made, if any) to be durable. */
 struct outcome {
     struct scheduler_job *job;
     struct spool_ticket ticket;
     bool ticket_failed;
+    struct queue_msg *bounce;       /* queued once durable */
+    struct spool_ticket bounce_ticket;
     struct outcome *next;
 };
 
@@ -196,7 +200,7 @@ out_log_result(struct outconn *oc, struct scheduler_job *job, uint32_t i, uint64
     log_escape(text, sizeof text, r->text, strlen(r->text));
     uint64_t delay = now > m->env.arrival_ms ? now - m->env.arrival_ms : 0;
     log_info("%s: to=<%s>, relay=%s, delay=%llu.%03llu, attempt=%u, dsn=%s, status=%s (%s)",
-             id, to, oc->peer[0] ? oc->peer : "none", (unsigned long long)(delay / 1000),
+             id, to, oc != NULL && oc->peer[0] ? oc->peer : "none", (unsigned long long)(delay / 1000),
              (unsigned long long)(delay % 1000), job->attempt + 1,
              r->status[0] ? r->status : "4.0.0", out_class_word(r->outcome), text);
 }
@@ -217,6 +221,123 @@ out_rcpt_state(uint8_t outcome)
 }
 
 /*
+ * The bounce (RFC 3464) for the job's FAILED recipients, written to the spool
+ * as a new message from <> to the original sender. It is appended before the
+ * failures are recorded, so one fsync covers both and a crash can never keep
+ * the failure and lose the bounce (RELIABILITY row 44). Returns 0 (with
+ * *bounce NULL when no notice is due: null sender, NOTIFY=NEVER...) or
+ * -errno: then nothing is recorded and the recipients are tried again.
+ */
+static int
+delivery_bounce(struct worker *w, struct outconn *oc, struct scheduler_job *job,
+                struct queue_msg **bounce, struct spool_ticket *ticket)
+{
+    struct queue_entry *e = job->entry;
+    struct queue_msg *m = e->msg;
+    uint64_t now = worker_unix_ms();
+    *bounce = NULL;
+    struct dsn_rcpt *dr = xcalloc(e->nrcpt ? e->nrcpt : 1, sizeof *dr);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < e->nrcpt; i++) {
+        const struct scheduler_result *r = &job->results[i];
+        const struct envelope_rcpt *er = &m->env.rcpts[e->rcpt[i]];
+        if (r->outcome != SCHEDULER_FAILED
+            || !dsn_should_notify(m->env.sender, er->notify, DSN_ACTION_FAILED))
+            continue;
+        dr[n++] = (struct dsn_rcpt){
+            .addr = er->addr,
+            .orcpt = er->orcpt,
+            .action = DSN_ACTION_FAILED,
+            .status = r->status,
+            .remote_mta = oc != NULL && oc->peer[0] ? oc->dest->hop.host : NULL,
+            .diag_type = r->code ? "smtp" : "x-ringmta",
+            .diag = r->text,
+            .diag_len = strlen(r->text),
+            .last_attempt_ms = now,
+        };
+    }
+    if (n == 0) {
+        xfree(dr);
+        return 0;
+    }
+    struct dsn_segment *segs = xcalloc(m->nbody ? m->nbody : 1, sizeof *segs);
+    uint64_t left = m->body_len;
+    size_t nseg = 0;
+    for (uint32_t k = 0; k < m->nbody && left > 0; k++) {
+        size_t len = m->body[k].len < left ? m->body[k].len : (size_t)left;
+        segs[nseg++] = (struct dsn_segment){ m->body[k].seg->base + m->body[k].off, len };
+        left -= len;
+    }
+    struct dsn_report rep = {
+        .reporting_mta = w->d->hostname,
+        .sender = m->env.sender,
+        .envid = m->env.envid,
+        .ret = (enum mail_ret)m->env.ret,
+        .smtputf8 = m->env.smtputf8,
+        .arrival_ms = m->env.arrival_ms,
+        .qid = m->qid,
+        .rcpts = dr,
+        .nrcpt = n,
+        .segs = segs,
+        .nseg = nseg,
+        .form = (m->body_flags & SPOOL_BODY_RAW) ? DSN_CONTENT_RAW : DSN_CONTENT_DATA,
+    };
+    struct dsn_output out;
+    int rc = dsn_build(&rep, now, &out);
+    xfree(segs);
+    xfree(dr);
+    if (rc != 0)
+        return rc;
+
+    struct envelope env;
+    memset(&env, 0, sizeof env);
+    env.sender = xstrdup(DSN_ENVELOPE_SENDER);
+    env.nrcpt = 1;
+    env.rcpts = xcalloc(1, sizeof *env.rcpts);
+    env.rcpts[0].addr = xstrdup(m->env.sender);
+    env.rcpts[0].notify = NOTIFY_NEVER;   /* a bounce never bounces */
+    env.client_addr = xstrdup("127.0.0.1");
+    env.client_helo = xstrdup(w->d->hostname);
+    env.arrival_ms = now;
+    env.size_hint = out.len;
+    env.body_type = out.eightbit ? MAIL_BODY_8BITMIME : MAIL_BODY_7BIT;
+    env.smtputf8 = out.smtputf8;
+    uint64_t qid = worker_next_qid(w, now);
+    struct spool_msg *sm;
+    rc = spool_msg_begin(w->spool, qid, &env, out.len, false, &sm);
+    size_t done = 0;
+    while (rc == 0 && done < out.len) {
+        uint8_t *p;
+        size_t avail;
+        rc = spool_msg_space(sm, &p, &avail);
+        if (rc != 0) {
+            spool_msg_abort(sm);
+            break;
+        }
+        size_t k = out.len - done < avail ? out.len - done : avail;
+        memcpy(p, out.data + done, k);
+        spool_msg_wrote(sm, k);
+        done += k;
+    }
+    struct spool_extent *ext = NULL;
+    uint32_t next = 0;
+    if (rc == 0)
+        rc = spool_msg_commit_extents(sm, ticket, &ext, &next);
+    uint64_t len = out.len;
+    dsn_output_free(&out);
+    if (rc != 0) {
+        envelope_free(&env);
+        return rc;
+    }
+    char id[17], bid[17];
+    smtp_qid_format(m->qid, id);
+    smtp_qid_format(qid, bid);
+    log_info("%s: sender non-delivery notification: %s", id, bid);
+    *bounce = queue_msg_new(qid, &env, len, 0, ext, next);
+    return 0;
+}
+
+/*
  * The transaction is over and job->results is filled. Expired deferrals
  * become failures (5.4.7). Every tried recipient gets a RCPT_STATUS record;
  * the job then waits for the fsync that covers them.
@@ -232,8 +353,6 @@ delivery_record(struct worker *w, struct outconn *oc, struct scheduler_job *job)
     o->job = job;
     for (uint32_t i = 0; i < e->nrcpt; i++) {
         struct scheduler_result *r = &job->results[i];
-        if (r->outcome == SCHEDULER_PENDING)
-            continue;
         if (r->outcome == SCHEDULER_DEFERRED && expired) {
             r->outcome = SCHEDULER_FAILED;
             snprintf(r->status, sizeof r->status, "5.4.7");
@@ -242,8 +361,20 @@ delivery_record(struct worker *w, struct outconn *oc, struct scheduler_job *job)
                      r->text);
             snprintf(r->text, sizeof r->text, "%s", why);
         }
-        if (oc != NULL)
-            out_log_result(oc, job, i, now);
+    }
+    if (delivery_bounce(w, oc, job, &o->bounce, &o->bounce_ticket) != 0) {
+        /* No bounce, no failure: they are tried again later. */
+        for (uint32_t i = 0; i < e->nrcpt; i++)
+            if (job->results[i].outcome == SCHEDULER_FAILED) {
+                job->results[i].outcome = SCHEDULER_DEFERRED;
+                snprintf(job->results[i].status, sizeof job->results[i].status, "4.3.0");
+            }
+    }
+    for (uint32_t i = 0; i < e->nrcpt; i++) {
+        struct scheduler_result *r = &job->results[i];
+        if (r->outcome == SCHEDULER_PENDING)
+            continue;
+        out_log_result(oc, job, i, now);
         struct spool_ticket t;
         int rc = spool_append_rcpt_status(w->spool, e->msg->qid, e->rcpt[i],
                                           out_rcpt_state(r->outcome), 0, &t);
@@ -286,9 +417,6 @@ delivery_act(struct worker *w, struct outcome *o, int res)
                     log_info("%s: removed", id);
             }
         }
-        /* XXX: a FAILED recipient should produce a DSN to the sender
-         * (core/dsn.c builds it); injecting it as a new message is the next
-         * step of issue 3. Until then the failure is logged and recorded. */
     }
     scheduler_job_done(dl->sched, job, now);
 }
@@ -301,11 +429,21 @@ delivery_settle(struct worker *w)
     while (*pp != NULL) {
         struct outcome *o = *pp;
         int st = o->ticket.n == 0 ? 1 : spool_ticket_state(&o->ticket);
-        if (st == 0) {
+        int bst = o->bounce == NULL || o->bounce_ticket.n == 0
+                      ? 1
+                      : spool_ticket_state(&o->bounce_ticket);
+        if (st == 0 || bst == 0) {
             pp = &o->next;
             continue;
         }
         *pp = o->next;
+        if (st == 1 && bst == 1 && o->bounce != NULL) {
+            worker_message_accepted(w, o->bounce);   /* takes our reference */
+        } else if (o->bounce != NULL) {
+            queue_msg_put(o->bounce);
+            if (st == 1)
+                st = -1;   /* failures recorded without their bounce: retry */
+        }
         delivery_act(w, o, st == 1 ? 0 : -EIO);
         xfree(o);
     }
