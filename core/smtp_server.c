@@ -566,6 +566,7 @@ cmd_ehlo(struct smtp_server *s, const char *args, size_t len)
     outbuf_printf_line(&s->out, "250-ENHANCEDSTATUSCODES");
     outbuf_printf_line(&s->out, "250-8BITMIME");
     outbuf_printf_line(&s->out, "250-SMTPUTF8");
+    outbuf_printf_line(&s->out, "250-DSN");
     outbuf_printf_line(&s->out, "250 CHUNKING");
     s->actions |= SMTP_ACT_SEND;
     smtp_enter_state(s, SMTP_ST_READY);
@@ -604,7 +605,7 @@ smtp_strip_keyword(const char **args, size_t *len, const char *kw)
 static const struct smtp_param_caps *
 smtp_caps(const struct smtp_server *s)
 {
-    static const struct smtp_param_caps caps = { .dsn = false, .smtputf8 = true,
+    static const struct smtp_param_caps caps = { .dsn = true, .smtputf8 = true,
                                                  .auth = false };
     (void)s;
     return &caps;

@@ -220,6 +220,15 @@ out_rcpt_state(uint8_t outcome)
     }
 }
 
+static const char *
+out_kind_word(const struct dsn_rcpt *r, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (r[i].action == DSN_ACTION_FAILED)
+            return "non-delivery";
+    return "delivery status";
+}
+
 /*
  * The bounce (RFC 3464) for the job's FAILED recipients, written to the spool
  * as a new message from <> to the original sender. It is appended before the
@@ -241,13 +250,21 @@ delivery_bounce(struct worker *w, struct outconn *oc, struct scheduler_job *job,
     for (uint32_t i = 0; i < e->nrcpt; i++) {
         const struct scheduler_result *r = &job->results[i];
         const struct envelope_rcpt *er = &m->env.rcpts[e->rcpt[i]];
-        if (r->outcome != SCHEDULER_FAILED
-            || !dsn_should_notify(m->env.sender, er->notify, DSN_ACTION_FAILED))
+        /* Failures by default; success notices only when NOTIFY=SUCCESS
+         * asked for them (RFC 3461 §4.1). */
+        enum dsn_action action;
+        if (r->outcome == SCHEDULER_FAILED)
+            action = DSN_ACTION_FAILED;
+        else if (r->outcome == SCHEDULER_DELIVERED)
+            action = DSN_ACTION_DELIVERED;
+        else
+            continue;
+        if (!dsn_should_notify(m->env.sender, er->notify, action))
             continue;
         dr[n++] = (struct dsn_rcpt){
             .addr = er->addr,
             .orcpt = er->orcpt,
-            .action = DSN_ACTION_FAILED,
+            .action = action,
             .status = r->status,
             .remote_mta = oc != NULL && oc->peer[0] ? oc->dest->hop.host : NULL,
             .diag_type = r->code ? "smtp" : "x-ringmta",
@@ -332,7 +349,8 @@ delivery_bounce(struct worker *w, struct outconn *oc, struct scheduler_job *job,
     char id[17], bid[17];
     smtp_qid_format(m->qid, id);
     smtp_qid_format(qid, bid);
-    log_info("%s: sender non-delivery notification: %s", id, bid);
+    log_info("%s: sender %s notification: %s", id,
+             out_kind_word(rep.rcpts, rep.nrcpt), bid);
     *bounce = queue_msg_new(qid, &env, len, 0, ext, next);
     return 0;
 }

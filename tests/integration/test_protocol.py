@@ -492,30 +492,36 @@ class ProtocolTest(DaemonTest):
         self.assertIn(b"for <${run{/bin/sh}}@x>", stored)
         self.assertIn("from=<%n%s%x%p@x.test>", d.log())
 
-    # --- row 12: xtext parameters (DSN and AUTH not offered yet) -------------
+    # --- row 12: xtext parameters (DSN offered, AUTH not yet) ----------------
 
-    def test_row12_xtext_params_not_offered(self):
+    def test_row12_xtext_params(self):
         d = self.daemon(smtpd_soft_error_limit=50, smtpd_hard_error_limit=100)
         s = self.open(d)
         s.send(b"EHLO client.test\r\n")
         ehlo_caps = s.reply()[1]
-        self.assertNotIn("DSN", ehlo_caps)
+        self.assertIn("DSN", ehlo_caps)
         self.assertFalse(any(c.startswith("AUTH") for c in ehlo_caps))
+        # Bad xtext, or xtext decoding to CR, LF or NUL: 501 5.5.4, nothing kept.
         for param in ["ENVID=abc+0Ddef", "ENVID=+0A", "ENVID=a+00b", "ENVID=+zz", "ENVID=abc+",
-                      "ENVID=+0", "ENVID=ok", "AUTH=+0D+0Aevil", "AUTH=a+00", "AUTH=+zz",
-                      "AUTH=x+", "AUTH=<>", "RET=FULL"]:
+                      "ENVID=+0"]:
+            with self.subTest(param=param):
+                self.expect(exchange(s, "MAIL FROM:<a@example.org> " + param), 501, "5.5.4")
+        # AUTH= is not offered without SMTP AUTH.
+        for param in ["AUTH=+0D+0Aevil", "AUTH=a+00", "AUTH=<>"]:
             with self.subTest(param=param):
                 self.expect(exchange(s, "MAIL FROM:<a@example.org> " + param), 555, "5.5.4")
-        self.expect(exchange(s, "MAIL FROM:<good@example.org>"), 250)
+        self.expect(exchange(s, "MAIL FROM:<good@example.org> RET=HDRS ENVID=env+2Bid"), 250)
         for param in ["ORCPT=rfc822;a+0D+0Ab@x.test", "ORCPT=rfc822;a+00b@x.test",
-                      "ORCPT=rfc822;+zz", "ORCPT=rfc822;x+", "NOTIFY=NEVER"]:
+                      "ORCPT=rfc822;+zz", "ORCPT=rfc822;x+", "NOTIFY=NEVER,SUCCESS"]:
             with self.subTest(param=param):
-                self.expect(exchange(s, "RCPT TO:<b@example.net> " + param), 555, "5.5.4")
-        # No recipient was taken, so there is nothing to send.
-        self.expect(exchange(s, "DATA"), 554, "5.5.1")
-        self.assert_queued(d, [])
-        self.expect(exchange(s, "RSET"), 250)
-        self.assert_queued(d, [self.good(s)])
+                self.expect(exchange(s, "RCPT TO:<b@example.net> " + param), 501, "5.5.4")
+        self.expect(exchange(s, "RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE "
+                                "ORCPT=rfc822;b+40example.net"), 250)
+        self.expect(exchange(s, "DATA"), 354)
+        s.send(BODY + b".\r\n")
+        code, text = reply_of(s)
+        self.assertEqual(code, 250, text)
+        self.assert_queued(d, [QUEUED.match(text).group(1)])
 
     # --- row 13: malformed ESMTP parameters -----------------------------------
 
