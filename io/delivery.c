@@ -394,8 +394,11 @@ delivery_record(struct worker *w, struct outconn *oc, struct scheduler_job *job)
             continue;
         out_log_result(oc, job, i, now);
         struct spool_ticket t;
+        /* A deferral carries its next attempt, so a restart keeps the backoff. */
+        uint64_t next = r->outcome == SCHEDULER_DEFERRED
+                            ? scheduler_job_retry_at(dl->sched, job, now) : 0;
         int rc = spool_append_rcpt_status(w->spool, e->msg->qid, e->rcpt[i],
-                                          out_rcpt_state(r->outcome), 0, &t);
+                                          out_rcpt_state(r->outcome), next, &t);
         if (rc < 0) {
             o->ticket_failed = true;
             continue;

@@ -74,7 +74,7 @@ static void
 route_recovered(void *arg, struct queue_entry *e)
 {
     struct recovered_ctx *ctx = arg;
-    unsigned owner = queue_domain_owner(e->domain, ctx->d->nworkers);
+    unsigned owner = worker_owner(ctx->d, e->domain);
     uint64_t due = retry_recovered_due(&ctx->retry, e->msg->env.arrival_ms,
                                        ctx->next_attempt_ms, ctx->now_ms, &ctx->rng);
     delivery_add(ctx->d->workers[owner], e, due);
@@ -227,7 +227,13 @@ main(int argc, char **argv)
         struct queue_msg *m =
             queue_msg_new(rm->qid, &rm->env, rm->body_len, rm->flags, body, rm->nchunks);
         rctx.next_attempt_ms = rm->next_attempt_ms;
-        queue_msg_split(m, route_recovered, &rctx);
+        if (queue_msg_split(m, route_recovered, &rctx) == 0) {
+            /* Every recipient has its final status, but the crash came
+             * before DONE: write it now, or the message stays forever. */
+            spool_append_done(d.workers[0]->spool, rm->qid, NULL);
+            queue_msg_put(m);
+            continue;
+        }
         queue_msg_put(m);
         queued++;
     }

@@ -293,18 +293,34 @@ struct worker_split_ctx {
     struct worker *w;
 };
 
+/* Same key as the scheduler's destination (scheduler_dest_for): a
+ * destination lives on one worker only, or its max_connections and rates
+ * would be per worker. */
+unsigned
+worker_owner(const struct daemon *d, const char *domain)
+{
+    struct route_hop hop;
+    if (route_resolve(d->transport, d->relayhost_set ? &d->relayhost : NULL, domain, &hop) == 0
+        && !hop.mx_lookup) {
+        char key[ROUTE_HOST_MAX + 32];
+        snprintf(key, sizeof key, "[%s]:%u", hop.host,
+                 hop.port ? hop.port : d->cfg->smtp_port);
+        return queue_domain_owner(key, d->nworkers);
+    }
+    return queue_domain_owner(domain, d->nworkers);
+}
+
 static void
 worker_route_entry(void *arg, struct queue_entry *e)
 {
     struct worker_split_ctx *ctx = arg;
     struct daemon *d = ctx->w->d;
-    unsigned owner = queue_domain_owner(e->domain, d->nworkers);
+    unsigned owner = worker_owner(d, e->domain);
     struct worker *dst = d->workers[owner];
     if (dst == ctx->w) {
         delivery_add(dst, e, worker_unix_ms());
         return;
     }
-    bool was_empty = handoff_count(dst->inbox) == 0;
     if (handoff_push(dst->inbox, e) != 0) {
         /* Full: the owner is far behind. Deliver it from here rather than
          * wait; the destination's limits are then shared by two workers
@@ -313,8 +329,11 @@ worker_route_entry(void *arg, struct queue_entry *e)
         delivery_add(ctx->w, e, worker_unix_ms());
         return;
     }
-    if (was_empty)
-        worker_wake(dst);
+    /* Always: the owner clears wake_pending before it drains, so a push it
+     * may have missed sets the flag again and writes the eventfd. Waking only
+     * when the ring "was empty" lost wake-ups (a push landing just after the
+     * owner's drain loop waited for the next one, which might never come). */
+    worker_wake(dst);
 }
 
 void
@@ -381,6 +400,7 @@ worker_arm_tick(struct worker *w)
 static void
 worker_on_tick(struct worker *w)
 {
+    worker_drain_inbox(w);   /* belt and braces for the eventfd wake-up */
     for (struct conn *c = w->all, *next; c != NULL; c = next) {
         next = c->next_all;
         conn_tick(w, c);

@@ -197,6 +197,10 @@ uint64_t worker_next_qid(struct worker *w, uint64_t unix_ms);
 uint64_t worker_unix_ms(void);
 uint64_t worker_mono_ms(void);
 void worker_message_accepted(struct worker *w, struct queue_msg *m);
+/* The worker that delivers mail for a recipient domain: the owner of its
+ * next hop when a relayhost or transport_map hop applies (so that hop's
+ * limits hold daemon-wide), else of the domain. */
+unsigned worker_owner(const struct daemon *d, const char *domain);
 void worker_recycle_buffer(struct worker *w, unsigned bid);
 
 

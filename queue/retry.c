@@ -68,7 +68,11 @@ retry_params_from_config(struct retry_params *p, const struct config *cfg)
     p->maximal_backoff_ms = cfg->maximal_backoff_time_ms;
     p->max_lifetime_ms = cfg->max_queue_lifetime_ms;
     p->jitter_percent = RETRY_DEFAULT_JITTER_PERCENT;
+    /* A restart never holds mail back longer than a failed attempt would:
+     * the spread is at most the first retry delay. */
     p->recovery_window_ms = RETRY_DEFAULT_RECOVERY_WINDOW_MS;
+    if (cfg->minimal_backoff_time_ms < p->recovery_window_ms)
+        p->recovery_window_ms = cfg->minimal_backoff_time_ms;
 }
 
 uint64_t

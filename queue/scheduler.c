@@ -377,6 +377,7 @@ scheduler_next_job(struct scheduler *s, struct scheduler_dest *d, uint64_t now_m
     j->next = NULL;
     s->pending--;
     memset(j->results, 0, (j->entry->nrcpt ? j->entry->nrcpt : 1) * sizeof *j->results);
+    j->retry_ms = 0;
     return j;
 }
 
@@ -406,6 +407,17 @@ bool
 scheduler_job_expired(const struct scheduler *s, const struct scheduler_job *job, uint64_t now_ms)
 {
     return retry_expired(&s->retry, job->entry->msg->env.arrival_ms, now_ms);
+}
+
+uint64_t
+scheduler_job_retry_at(struct scheduler *s, struct scheduler_job *job, uint64_t now_ms)
+{
+    uint64_t next = 0;
+    if (job->retry_ms == 0
+        && retry_after_failure(&s->retry, job->entry->msg->env.arrival_ms, job->attempt, now_ms,
+                               &s->rng, &next) == RETRY_DEFER)
+        job->retry_ms = next;
+    return job->retry_ms;
 }
 
 void
@@ -443,9 +455,12 @@ scheduler_job_done(struct scheduler *s, struct scheduler_job *job, uint64_t now_
         scheduler_job_free(job);
         return;
     }
-    uint64_t next = 0;
-    enum retry_decision dec = retry_after_failure(&s->retry, e->msg->env.arrival_ms,
-                                                  job->attempt, now_ms, &s->rng, &next);
+    /* The time io/ recorded with the deferral, if it asked for one. */
+    uint64_t next = job->retry_ms;
+    enum retry_decision dec = RETRY_DEFER;
+    if (next == 0)
+        dec = retry_after_failure(&s->retry, e->msg->env.arrival_ms, job->attempt, now_ms,
+                                  &s->rng, &next);
     if (dec == RETRY_EXPIRED) {
         /* io/ saw scheduler_job_expired() and bounced these already. */
         scheduler_job_free(job);

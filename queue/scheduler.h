@@ -58,6 +58,7 @@ struct scheduler_job {
     struct scheduler_result *results;  /* one per entry->nrcpt, filled by io/ */
     struct scheduler_job *next;     /* ready FIFO */
     size_t heap_index;          /* position in the deferred heap, or SIZE_MAX */
+    uint64_t retry_ms;          /* next attempt if deferred, once chosen; 0 = not yet */
 };
 
 struct scheduler_dest {
@@ -131,6 +132,11 @@ void scheduler_job_done(struct scheduler *s, struct scheduler_job *job, uint64_t
 /* For the caller's decision before scheduler_job_done: true when recipients of
  * this job that deferred now would be past their lifetime. */
 bool scheduler_job_expired(const struct scheduler *s, const struct scheduler_job *job, uint64_t now_ms);
+
+/* When the deferred recipients of this job will be tried again (backoff
+ * with jitter), chosen once: io/ records it with the deferral, and
+ * scheduler_job_done schedules them for that same time. */
+uint64_t scheduler_job_retry_at(struct scheduler *s, struct scheduler_job *job, uint64_t now_ms);
 
 size_t scheduler_pending_jobs(const struct scheduler *s);
 size_t scheduler_destinations(const struct scheduler *s);
