@@ -4,7 +4,7 @@
  * send next. Modelled on Postfix's qmgr, split by noun like qmgr.h.
  *
  * Per-worker, never shared: destinations are sharded across workers by
- * domain (queue_domain_owner), so nothing here takes a lock. Pure: no I/O, no
+ * next hop (io/worker.c worker_owner), so nothing here takes a lock. Pure: no I/O, no
  * clock reads; io/ passes the time, opens the connections the scheduler asks
  * for, and reports back what happened.
  *
