@@ -22,6 +22,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -296,6 +297,34 @@ route_errorf(struct route_reader *r, unsigned line, const char *fmt, ...)
     snprintf(r->err, r->errsize, "%s:%u: %s", r->origin, line, msg);
 }
 
+/*
+ * Sorts a parsed file's n entries (size sz each, their key string at
+ * key_off and line number at line_off) with cmp, then reports the first key
+ * given twice, citing both lines. Shared by transport_map and
+ * destination_policy. Returns 0, or -1 with the error set in r.
+ */
+static int
+route_sort_unique(struct route_reader *r, void *v, size_t n, size_t sz,
+                  int (*cmp)(const void *, const void *), size_t key_off, size_t line_off)
+{
+    if (n < 2)
+        return 0;
+    qsort(v, n, sz, cmp);
+    char *base = v;
+    for (size_t i = 1; i < n; i++) {
+        const char *ka = *(char *const *)(base + (i - 1) * sz + key_off);
+        const char *kb = *(char *const *)(base + i * sz + key_off);
+        if (strcmp(ka, kb) != 0)
+            continue;
+        unsigned a = *(const unsigned *)(base + (i - 1) * sz + line_off);
+        unsigned b = *(const unsigned *)(base + i * sz + line_off);
+        route_errorf(r, a > b ? a : b, "duplicate entry for '%s' (also on line %u)", kb,
+                     a > b ? b : a);
+        return -1;
+    }
+    return 0;
+}
+
 static void
 route_reader_append(struct route_reader *r, const char *s, size_t n)
 {
@@ -553,18 +582,10 @@ route_table_parse(struct route_table **out, const char *text, size_t len, const 
         }
         t->v[t->n++] = e;
     }
-    if (rc == 0 && t->n > 1) {
-        qsort(t->v, t->n, sizeof *t->v, route_entry_cmp);
-        for (size_t i = 1; i < t->n; i++) {
-            if (strcmp(t->v[i - 1].key, t->v[i].key) != 0)
-                continue;
-            unsigned a = t->v[i - 1].line, b = t->v[i].line;
-            route_errorf(&r, a > b ? a : b, "duplicate entry for '%s' (also on line %u)",
-                         t->v[i].key, a > b ? b : a);
-            rc = -1;
-            break;
-        }
-    }
+    if (rc == 0)
+        rc = route_sort_unique(&r, t->v, t->n, sizeof *t->v, route_entry_cmp,
+                               offsetof(struct route_entry, key),
+                               offsetof(struct route_entry, line));
     xfree(r.buf);
     if (rc != 0) {
         route_table_free(t);
@@ -839,18 +860,10 @@ route_policy_parse(struct route_policy **out, const char *text, size_t len,
         }
         p->v[p->n++] = e;
     }
-    if (rc == 0 && p->n > 1) {
-        qsort(p->v, p->n, sizeof *p->v, route_pentry_cmp);
-        for (size_t i = 1; i < p->n; i++) {
-            if (strcmp(p->v[i - 1].key, p->v[i].key) != 0)
-                continue;
-            unsigned a = p->v[i - 1].line, b = p->v[i].line;
-            route_errorf(&r, a > b ? a : b, "duplicate entry for '%s' (also on line %u)",
-                         p->v[i].key, a > b ? b : a);
-            rc = -1;
-            break;
-        }
-    }
+    if (rc == 0)
+        rc = route_sort_unique(&r, p->v, p->n, sizeof *p->v, route_pentry_cmp,
+                               offsetof(struct route_policy_entry, key),
+                               offsetof(struct route_policy_entry, line));
     xfree(r.buf);
     if (rc != 0) {
         route_policy_free(p);
