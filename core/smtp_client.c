@@ -992,10 +992,12 @@ smtpc_reply_done(struct smtp_client *c)
 {
     struct smtpc_parser *ps = &c->parser;
     struct smtpc_reply *r = &ps->cur;
-    /* RFC 2034: the enhanced code leads the text of each line. */
+    /* RFC 2034: the enhanced code leads the text of each line. Like
+     * Postfix, take a valid one of the reply's class even from a server that
+     * did not advertise ENHANCEDSTATUSCODES (many send them anyway), so a
+     * bounce says 5.1.1 rather than 5.0.0. */
     size_t tl = strlen(r->text);
-    if (!(c->caps.enhancedstatuscodes && tl > 4
-          && smtpc_enh_parse(r->text + 4, tl - 4, r->code, r->enh)))
+    if (!(tl > 4 && smtpc_enh_parse(r->text + 4, tl - 4, r->code, r->enh)))
         smtpc_enh_derived(r->enh, r->code);
     c->last = *r;
     bool unsolicited = ps->unsolicited;

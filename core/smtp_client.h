@@ -130,8 +130,8 @@ enum smtpc_class {
  * A reply, or a decision made here. code is the peer's reply code, or 0 when
  * the client decided without a reply (timeout, protocol error, lost
  * connection, SMTPUTF8/8BITMIME/SIZE refusal). enh is the RFC 3463 code: from
- * the reply when the peer offered ENHANCEDSTATUSCODES and the reply carries a
- * valid one of the same class, else derived ("2.0.0", "4.0.0", "5.0.0").
+ * the reply when it carries a valid one of the same class (advertised or
+ * not, like Postfix), else derived ("2.0.0", "4.0.0", "5.0.0").
  * text is the reply's lines as received (code and separator included) joined
  * by one space, truncated to SMTPC_TEXT_MAX - 1; octets outside 0x20..0x7e
  * are stored as '?', so it is printable ASCII (still escape '\' for logs).
