@@ -54,6 +54,14 @@ worker_mono_ms(void)
 }
 
 uint64_t
+worker_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+uint64_t
 worker_unix_ms(void)
 {
     struct timespec ts;
@@ -255,6 +263,7 @@ worker_submit_syncs(struct worker *w)
         io_uring_sqe_set_data64(sqe, ud_pack(OP_FSYNC, segs[i]));
         spool_sync_started(segs[i]);
         w->fsyncs++;
+        w->fsync_submit_us = worker_mono_us();
     }
 }
 
@@ -280,6 +289,7 @@ worker_settle_commits(struct worker *w)
 static void
 worker_on_fsync(struct worker *w, struct spool_segment *seg, int res)
 {
+    w->fsync_us_total += worker_mono_us() - w->fsync_submit_us;
     if (res < 0)
         log_error("worker %u: fdatasync of segment %llu failed: %s; segment retired",
                   w->id, (unsigned long long)seg->seq, strerror(-res));
@@ -578,9 +588,11 @@ worker_main(void *arg)
         worker_after_batch(w);
     }
     io_uring_submit(&w->ring);
-    log_info("worker %u: %llu messages accepted, %llu fsyncs (%.1f messages per fsync)",
+    log_info("worker %u: %llu messages accepted, %llu fsyncs (%.1f messages per fsync, "
+             "%.2f ms per fsync)",
              w->id, (unsigned long long)w->accepted_msgs, (unsigned long long)w->fsyncs,
-             w->fsyncs ? (double)w->accepted_msgs / (double)w->fsyncs : 0.0);
+             w->fsyncs ? (double)w->accepted_msgs / (double)w->fsyncs : 0.0,
+             w->fsyncs ? (double)w->fsync_us_total / (double)w->fsyncs / 1000.0 : 0.0);
     return NULL;
 }
 

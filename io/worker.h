@@ -174,6 +174,8 @@ struct worker {
     /* counters */
     uint64_t accepted_msgs;
     uint64_t fsyncs;
+    uint64_t fsync_us_total;    /* submit -> completion, summed */
+    uint64_t fsync_submit_us;   /* when the last fsync was submitted */
 };
 
 struct worker *worker_new(struct daemon *d, unsigned id, char *err, size_t errsize);
@@ -196,6 +198,7 @@ struct io_uring_sqe *worker_sqe(struct worker *w);
 uint64_t worker_next_qid(struct worker *w, uint64_t unix_ms);
 uint64_t worker_unix_ms(void);
 uint64_t worker_mono_ms(void);
+uint64_t worker_mono_us(void);
 void worker_message_accepted(struct worker *w, struct queue_msg *m);
 /* The worker that delivers mail for a recipient domain: the owner of its
  * next hop when a relayhost or transport_map hop applies (so that hop's
