@@ -41,24 +41,18 @@
 #define WORKER_BUF_SIZE 4096
 #define WORKER_TICK_MS 100
 
-static char seg_prep_path[64][PATH_MAX];   /* per worker id, used by OPENAT */
-static uint64_t accept_warned_ms[64];      /* per worker id: last EMFILE warning */
-static uint64_t prep_retry_ms[64];         /* per worker id: no segment prep before */
-
-uint64_t
-worker_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 uint64_t
 worker_mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+uint64_t
+worker_mono_ms(void)
+{
+    return worker_mono_us() / 1000;
 }
 
 uint64_t
@@ -186,10 +180,10 @@ worker_prepare_segment(struct worker *w)
         return;
     w->prep.busy = true;
     w->prep.seq = spool_next_segment_seq(w->spool);
-    spool_segment_path(seg_prep_path[w->id % 64], sizeof seg_prep_path[0],
+    spool_segment_path(w->prep.path, sizeof w->prep.path,
                        w->d->cfg->spool_dir, w->id, w->prep.seq);
     struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_openat(sqe, AT_FDCWD, seg_prep_path[w->id % 64],
+    io_uring_prep_openat(sqe, AT_FDCWD, w->prep.path,
                          O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     io_uring_sqe_set_data64(sqe, ud_pack(OP_SEG_OPEN, &w->prep));
 }
@@ -201,11 +195,11 @@ worker_prep_failed(struct worker *w, const char *step, int res)
               (unsigned long long)w->prep.seq, step, strerror(-res));
     if (w->prep.fd >= 0) {
         close(w->prep.fd);
-        unlink(seg_prep_path[w->id % 64]);
+        unlink(w->prep.path);
     }
     w->prep.fd = -1;
     w->prep.busy = false;   /* retried at the next tick */
-    prep_retry_ms[w->id % 64] = w->now_ms + WORKER_TICK_MS;
+    w->prep.retry_ms = w->now_ms + WORKER_TICK_MS;
 }
 
 static void
@@ -452,10 +446,10 @@ worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
              * loop flooding the log). Retry on the next tick instead. */
             pause = cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOMEM
                     || cqe->res == -ENOBUFS;
-            if (!pause || w->now_ms >= accept_warned_ms[w->id % 64] + 1000) {
+            if (!pause || w->now_ms >= w->accept_warned_ms + 1000) {
                 log_warn("worker %u: accept: %s%s", w->id, strerror(-cqe->res),
                          pause ? "; pausing accepts (warned once a second)" : "");
-                accept_warned_ms[w->id % 64] = w->now_ms;
+                w->accept_warned_ms = w->now_ms;
             }
         }
         if (!(cqe->flags & IORING_CQE_F_MORE)) {
@@ -518,7 +512,7 @@ worker_after_batch(struct worker *w)
     /* The spare segment as soon as the current one passes half, not at the
      * next tick: under load the rest of a segment fills in less than a tick,
      * and without a spare the next message would get 452. */
-    if (w->now_ms >= prep_retry_ms[w->id % 64])   /* after a failure: the tick retries */
+    if (w->now_ms >= w->prep.retry_ms)   /* after a failure: the tick retries */
         worker_prepare_segment(w);
     /* durability=none settles at once; with fsync this is a no-op here. */
     if (w->commit_wait != NULL)
@@ -658,7 +652,6 @@ worker_new(struct daemon *d, unsigned id, char *err, size_t errsize)
         snprintf(err, errsize, "creating spool segment in %s: %s", dir, strerror(-r));
         goto fail;
     }
-    w->queue = queue_new(id);
     if (delivery_init(w, err, errsize) != 0)
         goto fail;
     w->inbox = handoff_new(65536);
@@ -711,10 +704,8 @@ worker_free(struct worker *w)
         if (w->listeners[i].fd >= 0)
             close(w->listeners[i].fd);
     xfree(w->listeners);
-    if (w->queue != NULL) {
+    if (w->inbox != NULL)
         worker_drain_inbox(w);
-        queue_free(w->queue);
-    }
     handoff_free(w->inbox);
     delivery_free(w);
     if (w->spool != NULL)

@@ -12,6 +12,7 @@
 #ifndef RINGMTA_IO_WORKER_H
 #define RINGMTA_IO_WORKER_H
 
+#include <limits.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -94,6 +95,8 @@ struct seg_prep {
     _Alignas(16) int fd;
     uint64_t seq;
     bool busy;
+    uint64_t retry_ms;          /* after a failure: not before this */
+    char path[PATH_MAX];        /* read by the in-flight OPENAT */
 };
 
 enum conn_phase {
@@ -160,9 +163,8 @@ struct worker {
     struct seg_prep prep;
     int seg_dir_fd;             /* "<spool_dir>/seg", fsync'd after creates */
     uint64_t last_qid;
-    /* delivery (io/delivery.c), queue and cross-worker hand-off */
+    /* delivery (io/delivery.c) and the cross-worker hand-off */
     struct delivery *delivery;
-    struct queue *queue;
     struct handoff *inbox;
     int wake_fd;
     uint64_t wake_buf;
@@ -171,6 +173,7 @@ struct worker {
     struct __kernel_timespec tick_ts;
     uint64_t now_ms;            /* monotonic */
     uint64_t drain_deadline_ms; /* stop: give outbound transactions this long */
+    uint64_t accept_warned_ms;  /* last "out of descriptors" warning */
     /* counters */
     uint64_t accepted_msgs;
     uint64_t fsyncs;

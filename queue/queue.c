@@ -1,9 +1,8 @@
 /*
- * queue - per-worker in-memory queue of committed messages, by destination.
+ * queue - committed messages in memory and their split by destination.
  *
- * struct queue is owned by one worker thread; struct queue_msg is shared and
- * reference counted. Today entries wait here; the delivery scheduler (next
- * issue) takes them by destination.
+ * Any thread: struct queue_msg is shared and reference counted (atomic); the
+ * entries queue_msg_split emits go to the owning worker's scheduler.
  */
 #include "queue.h"
 
@@ -11,12 +10,6 @@
 
 #include "alloc.h"
 
-struct queue {
-    unsigned worker;
-    struct queue_entry *head;
-    struct queue_entry *tail;
-    size_t count;
-};
 
 struct queue_msg *
 queue_msg_new(uint64_t qid, struct envelope *env, uint64_t body_len, uint32_t body_flags,
@@ -129,43 +122,4 @@ queue_entry_free(struct queue_entry *e)
     queue_msg_put(e->msg);
     xfree(e->rcpt);
     xfree(e);
-}
-
-struct queue *
-queue_new(unsigned worker)
-{
-    struct queue *q = xcalloc(1, sizeof *q);
-    q->worker = worker;
-    return q;
-}
-
-struct queue *
-queue_free(struct queue *q)
-{
-    if (q == NULL)
-        return NULL;
-    for (struct queue_entry *e = q->head, *next; e != NULL; e = next) {
-        next = e->next;
-        queue_entry_free(e);
-    }
-    xfree(q);
-    return NULL;
-}
-
-void
-queue_add(struct queue *q, struct queue_entry *e)
-{
-    e->next = NULL;
-    if (q->tail != NULL)
-        q->tail->next = e;
-    else
-        q->head = e;
-    q->tail = e;
-    q->count++;
-}
-
-size_t
-queue_entries(const struct queue *q)
-{
-    return q->count;
 }

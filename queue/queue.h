@@ -1,13 +1,14 @@
 /*
- * queue - the in-memory queue: committed messages waiting for delivery,
- * split per destination domain and owned by the worker that owns the domain.
+ * queue - committed messages in memory, split per destination domain for
+ * the workers that deliver them.
  *
  * A struct queue_msg is shared by every worker that holds recipients of it
  * (reference counted, atomic); a struct queue_entry (one message, one
- * destination domain) belongs to exactly one worker's struct queue, which is
- * used only by that worker's thread. Destinations are sharded by a hash of
- * the lowercased domain, so each domain's connection pool and limits live on
- * one worker and need no locks.
+ * destination domain) belongs to exactly one worker's scheduler
+ * (queue/scheduler.h), used only by that worker's thread. Destinations are
+ * sharded by a hash of their next hop (io/worker.c worker_owner), so each
+ * destination's connection pool and limits live on one worker and need no
+ * locks.
  */
 #ifndef RINGMTA_QUEUE_QUEUE_H
 #define RINGMTA_QUEUE_QUEUE_H
@@ -38,7 +39,6 @@ struct queue_entry {
     char domain[];              /* lowercased destination domain */
 };
 
-struct queue;
 
 /* Takes ownership of env (moved, not copied) and of body (the array and one
  * segment reference per extent, released with the last put). refs starts
@@ -61,10 +61,5 @@ size_t queue_msg_split(struct queue_msg *m, void (*emit)(void *arg, struct queue
                        void *arg);
 void queue_entry_free(struct queue_entry *e);
 
-struct queue *queue_new(unsigned worker);
-struct queue *queue_free(struct queue *q);
-/* Takes ownership of e. */
-void queue_add(struct queue *q, struct queue_entry *e);
-size_t queue_entries(const struct queue *q);
 
 #endif

@@ -81,19 +81,3 @@ Test(queue, owner_is_stable_and_case_insensitive)
     for (int i = 0; i < 4; i++)
         cr_assert_gt(seen[i], 50, "domains spread over workers (%u on %d)", seen[i], i);
 }
-
-Test(queue, add_keeps_entries_in_arrival_order)
-{
-    struct queue *q = queue_new(0);
-    const char *r[] = { "x@a.example" };
-    for (int i = 0; i < 3; i++) {
-        struct envelope env = make_env(r, 1);
-        struct queue_msg *m = queue_msg_new((uint64_t)i + 1, &env, 1, 0, NULL, 0);
-        struct collected c = { .n = 0 };
-        queue_msg_split(m, collect, &c);
-        queue_msg_put(m);
-        queue_add(q, c.e[0]);
-    }
-    cr_assert_eq(queue_entries(q), 3);
-    queue_free(q);
-}
