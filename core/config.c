@@ -79,6 +79,11 @@ struct config_setting {
 _Static_assert(sizeof(enum durability) == sizeof(int), "enum durability is an int");
 _Static_assert(DURABILITY_FSYNC == 0 && DURABILITY_NONE == 1, "durability order");
 static const char *const config_durability_words[] = {"fsync", "none", NULL};
+_Static_assert(sizeof(enum tls_level) == sizeof(int), "enum tls_level is an int");
+_Static_assert(TLS_LEVEL_NONE == 0 && TLS_LEVEL_MAY == 1 && TLS_LEVEL_ENCRYPT == 2,
+               "tls_level order");
+static const char *const config_tls_level_words[] = {"none", "may", "encrypt", NULL};
+static const char *const config_tls_protocol_words[] = {">=TLSv1.2", ">=TLSv1.3", NULL};
 static const char *const config_log_level_words[] = {"error", "warn", "info", "debug",
                                                      NULL};
 
@@ -94,7 +99,7 @@ static const struct config_setting config_table[] = {
     /* process */
     SETTING("listen", LISTEN(listen),
             "127.0.0.1:2525",
-            "Endpoints ADDR:PORT[/smtp|/submission|/submissions], "
+            "Endpoints ADDR:PORT[/smtp|/submission|/submissions][(cert=FILE,key=FILE)], "
             "comma or space separated; IPv6 in brackets"),
     SETTING("workers", UINT(workers), "0", "Worker threads; 0 = one per online CPU",
             .max = 1024),
@@ -158,6 +163,24 @@ static const struct config_setting config_table[] = {
             STRING(smtpd_client_event_limit_exceptions), "127.0.0.0/8, ::1",
             "Clients exempt from the per-client count and rate limits (CIDR list)",
             .check = config_check_networks),
+    /* TLS (inbound) */
+    SETTING("smtpd_tls_cert_file", STRING(smtpd_tls_cert_file), "",
+            "Server certificate chain (PEM) for STARTTLS and implicit TLS; "
+            "empty = no TLS except on listeners with their own (cert=...)"),
+    SETTING("smtpd_tls_key_file", STRING(smtpd_tls_key_file), "",
+            "Private key (PEM) of smtpd_tls_cert_file; empty = in the certificate file"),
+    SETTING("smtpd_tls_security_level", ENUM(smtpd_tls_security_level, enum tls_level),
+            "may",
+            "none = no STARTTLS; may = STARTTLS offered when a certificate is set; "
+            "encrypt = MAIL only after STARTTLS",
+            .choices = config_tls_level_words),
+    SETTING("smtpd_tls_protocols", STRING(smtpd_tls_protocols), ">=TLSv1.2",
+            "Oldest TLS version accepted from clients",
+            .choices = config_tls_protocol_words),
+    SETTING("smtpd_tls_session_cache_timeout", TIME(smtpd_tls_session_cache_timeout_ms),
+            "3600s", "Lifetime of TLS sessions and tickets for resumption", .min = 1000),
+    SETTING("smtpd_starttls_timeout", TIME(smtpd_starttls_timeout_ms), "300s",
+            "Time allowed for a client's whole TLS handshake", .min = 1),
     /* delivery */
     SETTING("dns_servers", STRING(dns_servers), "",
             "DNS servers ADDR[:PORT], comma separated; empty = /etc/resolv.conf"),
@@ -374,7 +397,52 @@ static const char *const config_kind_words[] = {
 };
 
 /*
- * Parses one "ADDR:PORT[/kind]" item (NUL-terminated). On error fills why with
+ * "(cert=FILE,key=FILE)": the options of one listener, the rest of its item.
+ */
+static int
+config_parse_endpoint_options(const char *p, struct listen_endpoint *ep, char *why,
+                              size_t whysize)
+{
+    p++;   /* '(' */
+    for (;;) {
+        size_t len = strcspn(p, ",)");
+        const char *eq = memchr(p, '=', len);
+        char *dst = NULL;
+        if (eq != NULL && (size_t)(eq - p) == 4 && strncmp(p, "cert", 4) == 0)
+            dst = ep->tls_cert_file;
+        else if (eq != NULL && (size_t)(eq - p) == 3 && strncmp(p, "key", 3) == 0)
+            dst = ep->tls_key_file;
+        if (dst == NULL) {
+            snprintf(why, whysize, "unknown listener option '%.*s'; expected cert=FILE or "
+                     "key=FILE", (int)(len > 40 ? 40 : len), p);
+            return -1;
+        }
+        size_t vlen = len - (size_t)(eq + 1 - p);
+        if (vlen == 0 || vlen >= CONFIG_PATH_MAX) {
+            snprintf(why, whysize, "listener option '%.*s' needs a file name",
+                     (int)(eq - p), p);
+            return -1;
+        }
+        memcpy(dst, eq + 1, vlen);
+        dst[vlen] = '\0';
+        p += len;
+        if (*p == ')')
+            break;
+        if (*p != ',') {
+            snprintf(why, whysize, "missing ')' after the listener options");
+            return -1;
+        }
+        p++;
+    }
+    if (p[1] != '\0') {
+        snprintf(why, whysize, "unexpected text after ')'");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Parses one "ADDR:PORT[/kind][(options)]" item (NUL-terminated). On error fills why with
  * the reason, without the "bad value" frame, and returns -1.
  */
 static int
@@ -408,7 +476,8 @@ config_parse_endpoint(const char *item, struct listen_endpoint *ep, char *why,
             return -1;
         }
         p = hostend;
-        if (strchr(hostend + 1, ':') != NULL) {
+        const char *second = strchr(hostend + 1, ':');
+        if (second != NULL && second < hostend + 1 + strcspn(hostend + 1, "/(")) {
             snprintf(why, whysize, "an IPv6 address needs brackets, like [::1]:25");
             return -1;
         }
@@ -428,12 +497,21 @@ config_parse_endpoint(const char *item, struct listen_endpoint *ep, char *why,
     p++; /* the ':' */
     slash = strchr(p, '/');
     if (config_digits(&p, &port) < 0 || port < 1 || port > 65535
-        || (*p != '\0' && p != slash)) {
+        || (*p != '\0' && p != slash && *p != '(')) {
         snprintf(why, whysize, "the port must be a number from 1 to 65535");
         return -1;
     }
-    if (slash != NULL) {
-        kind = config_choice(config_kind_words, slash + 1);
+    if (*p == '(' && config_parse_endpoint_options(p, ep, why, whysize) < 0)
+        return -1;
+    if (*p != '(' && slash != NULL) {
+        char word[32];
+        size_t wl = strcspn(slash + 1, "(");
+        snprintf(word, sizeof word, "%.*s", (int)(wl < sizeof word ? wl : sizeof word - 1),
+                 slash + 1);
+        kind = wl < sizeof word ? config_choice(config_kind_words, word) : -1;
+        if (kind >= 0 && slash[1 + wl] == '('
+            && config_parse_endpoint_options(slash + 1 + wl, ep, why, whysize) < 0)
+            return -1;
         if (kind < 0) {
             snprintf(why, whysize,
                      "unknown kind '/%.20s'; expected /smtp, /submission or /submissions",
@@ -462,7 +540,11 @@ config_parse_listen(const char *text, struct listen_endpoint **out, size_t *nout
             p++;
         if (*p == '\0')
             break;
-        len = strcspn(p, ", \t\r\n\f\v");
+        len = strcspn(p, ", \t\r\n\f\v(");
+        if (p[len] == '(') {   /* listener options: up to the ')' */
+            const char *close = strchr(p + len, ')');
+            len = close != NULL ? (size_t)(close - p) + 1 : strlen(p);
+        }
         snprintf(item, itemsize, "%.*s", (int)len, p);
         eps = xrealloc(eps, (n + 1) * sizeof *eps);
         memset(&eps[n], 0, sizeof eps[n]);
@@ -499,6 +581,20 @@ config_format_listen(struct config_buf *b, const struct config *cfg)
         if (ep->kind != LISTENER_SMTP && (unsigned)ep->kind <= LISTENER_SUBMISSIONS) {
             config_buf_str(b, "/");
             config_buf_str(b, config_kind_words[ep->kind]);
+        }
+        if (ep->tls_cert_file[0] || ep->tls_key_file[0]) {
+            if (ep->kind == LISTENER_SMTP)
+                config_buf_str(b, "/smtp");
+            config_buf_str(b, "(");
+            if (ep->tls_cert_file[0]) {
+                config_buf_str(b, "cert=");
+                config_buf_str(b, ep->tls_cert_file);
+            }
+            if (ep->tls_key_file[0]) {
+                config_buf_str(b, ep->tls_cert_file[0] ? ",key=" : "key=");
+                config_buf_str(b, ep->tls_key_file);
+            }
+            config_buf_str(b, ")");
         }
     }
 }
@@ -646,7 +742,7 @@ config_apply(struct config *cfg, const struct config_setting *s, const char *val
              char *err, size_t errsize)
 {
     void *field = config_field(cfg, s);
-    char hint[96], item[96], why[128];
+    char hint[96], item[2 * CONFIG_PATH_MAX + 160], why[128];
     uint64_t v;
     bool b;
     int i;

@@ -19,16 +19,26 @@
 #include <stdint.h>
 
 enum listener_kind {
-    LISTENER_SMTP = 0,        /* port 25 style; STARTTLS offered (later) */
-    LISTENER_SUBMISSION,      /* 587: AUTH required (later) */
-    LISTENER_SUBMISSIONS,     /* 465: implicit TLS (later) */
+    LISTENER_SMTP = 0,        /* port 25 style; STARTTLS offered with a certificate */
+    LISTENER_SUBMISSION,      /* 587: STARTTLS, then AUTH required before MAIL */
+    LISTENER_SUBMISSIONS,     /* 465: implicit TLS (RFC 8314), AUTH required */
 };
+
+#define CONFIG_PATH_MAX 1024
 
 struct listen_endpoint {
     char host[64];            /* "127.0.0.1", "::1", "0.0.0.0", "::" */
     uint16_t port;
     enum listener_kind kind;
+    /* "(cert=FILE,key=FILE)" after the kind: this listener's certificate;
+     * empty = smtpd_tls_cert_file / smtpd_tls_key_file */
+    char tls_cert_file[CONFIG_PATH_MAX];
+    char tls_key_file[CONFIG_PATH_MAX];
 };
+
+/* Postfix's smtpd_tls_security_level: none = no STARTTLS; may = offered
+ * when a certificate is configured; encrypt = MAIL only under TLS. */
+enum tls_level { TLS_LEVEL_NONE = 0, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT };
 
 enum durability { DURABILITY_FSYNC = 0, DURABILITY_NONE };
 
@@ -67,6 +77,13 @@ struct config {
     unsigned smtpd_client_connection_rate_limit;   /* per minute; 0 = none */
     unsigned smtpd_connection_limit;               /* all clients; 0 = none */
     char *smtpd_client_event_limit_exceptions;     /* CIDR list */
+    /* TLS (inbound) */
+    char *smtpd_tls_cert_file;          /* PEM chain; "" = no TLS unless per listener */
+    char *smtpd_tls_key_file;           /* PEM key; "" = in the cert file */
+    enum tls_level smtpd_tls_security_level;
+    char *smtpd_tls_protocols;          /* ">=TLSv1.2" or ">=TLSv1.3" */
+    uint64_t smtpd_tls_session_cache_timeout_ms;
+    uint64_t smtpd_starttls_timeout_ms; /* the whole handshake */
     /* delivery (outbound) */
     char *dns_servers;                  /* "" = /etc/resolv.conf; "127.0.0.1:5353, ..." */
     unsigned smtp_port;                 /* port of next hops found by MX */

@@ -62,6 +62,7 @@ static void cmd_expn(struct smtp_server *s, const char *args, size_t len);
 static void cmd_help(struct smtp_server *s, const char *args, size_t len);
 static void cmd_starttls(struct smtp_server *s, const char *args, size_t len);
 static void cmd_auth(struct smtp_server *s, const char *args, size_t len);
+static void smtp_abort_body_if_any(struct smtp_server *s);
 
 static const struct smtp_command smtp_commands[] = {
     { "EHLO", CMD_BEFORE_HELO | CMD_ENDS_GROUP, cmd_ehlo },
@@ -220,6 +221,57 @@ smtp_server_init(struct smtp_server *s, const struct config *cfg,
     smtp_set_command_deadline(s);
 }
 
+/* STARTTLS is offered on a plaintext session of a listener with a
+ * certificate; a submissions listener is TLS from the start. */
+static bool
+smtp_starttls_offered(const struct smtp_server *s)
+{
+    return s->tls_available && !s->tls_active && s->kind != LISTENER_SUBMISSIONS;
+}
+
+void
+smtp_server_set_listener(struct smtp_server *s, enum listener_kind kind, bool tls_available,
+                         bool tls_required)
+{
+    s->kind = kind;
+    s->tls_available = tls_available;
+    s->tls_required = tls_required;
+}
+
+unsigned
+smtp_server_tls_started(struct smtp_server *s, const char *proto, const char *cipher,
+                        int bits, uint64_t now_ms)
+{
+    s->now_ms = now_ms;
+    s->tls_active = true;
+    s->starttls_wait = false;
+    /* Printable only: these end up in Received: and the logs. */
+    char raw[sizeof s->tls_info];
+    snprintf(raw, sizeof raw, "%s with cipher %s (%d/%d bits)", proto ? proto : "TLS",
+             cipher ? cipher : "unknown", bits, bits);
+    size_t k = 0;
+    for (size_t i = 0; raw[i] != '\0' && k < sizeof s->tls_info - 1; i++) {
+        unsigned char c = (unsigned char)raw[i];
+        s->tls_info[k++] = (c >= 0x20 && c < 0x7f && c != '\\') ? (char)c : '_';
+    }
+    s->tls_info[k] = '\0';
+    /* RFC 3207 §4.2: "the server MUST discard any knowledge obtained from
+     * the client, such as the argument to the EHLO command". */
+    smtp_abort_body_if_any(s);
+    smtp_txn_reset(s);
+    s->helo[0] = '\0';
+    s->esmtp = false;
+    s->authenticated = false;
+    s->pending_len = 0;
+    s->line_len = 0;
+    s->line_overflow = false;
+    s->line_has_nul = false;
+    if (s->state != SMTP_ST_GREETING && s->state != SMTP_ST_CLOSING)
+        smtp_enter_state(s, SMTP_ST_CONNECTED);
+    smtp_set_command_deadline(s);
+    return s->actions;
+}
+
 void
 smtp_server_free(struct smtp_server *s)
 {
@@ -302,7 +354,8 @@ smtp_can_execute(const struct smtp_server *s)
     case SMTP_ST_READY:
     case SMTP_ST_MAIL:
     case SMTP_ST_RCPT:
-        return !(s->actions & SMTP_ACT_HOLD) && !(s->actions & SMTP_ACT_BEGIN_BODY);
+        return !(s->actions & SMTP_ACT_HOLD) && !(s->actions & SMTP_ACT_BEGIN_BODY)
+               && !s->starttls_wait;
     default:
         return false;
     }
@@ -485,8 +538,8 @@ unsigned
 smtp_server_input(struct smtp_server *s, const uint8_t *p, size_t n, uint64_t now_ms)
 {
     s->now_ms = now_ms;
-    if (s->state == SMTP_ST_CLOSING)
-        return s->actions;
+    if (s->state == SMTP_ST_CLOSING || s->starttls_wait)
+        return s->actions;   /* after STARTTLS: plaintext is never run (row 7) */
     if (s->state == SMTP_ST_GREETING && n > 0) {
         /* RFC 5321 §3.1: the client waits for the greeting. Talking first
          * marks a spambot or a cross-protocol attack (postscreen "pregreet"). */
@@ -503,8 +556,9 @@ smtp_server_input(struct smtp_server *s, const uint8_t *p, size_t n, uint64_t no
     }
     size_t used = smtp_process(s, p, n);
     /* Fix: after the final reply the rest is dropped, not kept (past
-     * SMTP_PENDING_MAX it used to add a second final reply). */
-    if (s->state == SMTP_ST_CLOSING)
+     * SMTP_PENDING_MAX it used to add a second final reply). Plaintext
+     * behind STARTTLS is dropped too (CVE-2011-0411). */
+    if (s->state == SMTP_ST_CLOSING || s->starttls_wait)
         return s->actions;
     if (used < n && !smtp_pending_append(s, p + used, n - used))
         smtp_close_with(s, "421 4.7.0 Error: too much pipelined input");
@@ -567,6 +621,8 @@ cmd_ehlo(struct smtp_server *s, const char *args, size_t len)
     outbuf_printf_line(&s->out, "250-8BITMIME");
     outbuf_printf_line(&s->out, "250-SMTPUTF8");
     outbuf_printf_line(&s->out, "250-DSN");
+    if (smtp_starttls_offered(s))
+        outbuf_printf_line(&s->out, "250-STARTTLS");
     outbuf_printf_line(&s->out, "250 CHUNKING");
     s->actions |= SMTP_ACT_SEND;
     smtp_enter_state(s, SMTP_ST_READY);
@@ -661,6 +717,10 @@ cmd_mail(struct smtp_server *s, const char *args, size_t len)
     if (smtp_parse_mail_params(args + used, len - used, smtp_caps(s), &t->params, &rej) != 0) {
         smtp_error(s, "%u %s %s", rej.code, rej.enh, rej.text);
         memset(&t->params, 0, sizeof t->params);
+        return;
+    }
+    if (s->tls_required && !s->tls_active) {
+        smtp_error(s, "530 5.7.0 Must issue a STARTTLS command first");
         return;
     }
     if (t->sender.utf8 && !t->params.smtputf8) {
@@ -910,12 +970,39 @@ cmd_help(struct smtp_server *s, const char *args, size_t len)
     smtp_reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
 }
 
+/*
+ * RFC 3207 §4: "220 Ready to start TLS", then the handshake. Octets the
+ * client sent behind the command are plaintext that must never run inside
+ * TLS (CVE-2011-0411): STARTTLS ends a pipelining group, so a client that
+ * sends more is disconnected, and anything arriving before the handshake is
+ * dropped (starttls_wait).
+ */
 static void
 cmd_starttls(struct smtp_server *s, const char *args, size_t len)
 {
     (void)args;
-    (void)len;
-    smtp_error(s, "502 5.5.1 Error: STARTTLS not available on this listener");
+    if (s->tls_active) {
+        smtp_error(s, "503 5.5.1 Error: TLS already active");
+        return;
+    }
+    if (!smtp_starttls_offered(s)) {
+        smtp_error(s, "502 5.5.1 Error: STARTTLS not available on this listener");
+        return;
+    }
+    if (len > 0) {
+        smtp_error(s, "501 5.5.4 Syntax: STARTTLS");
+        return;
+    }
+    if (s->state == SMTP_ST_MAIL || s->state == SMTP_ST_RCPT) {
+        smtp_error(s, "503 5.5.1 Error: STARTTLS not allowed within a transaction");
+        return;
+    }
+    smtp_reply(s, "220 2.0.0 Ready to start TLS");
+    s->starttls_wait = true;
+    s->pending_len = 0;
+    s->line_len = 0;
+    s->line_overflow = false;
+    s->actions |= SMTP_ACT_STARTTLS;
 }
 
 static void
@@ -945,13 +1032,19 @@ smtp_server_format_received(struct smtp_server *s, uint64_t qid, char *buf, size
         log_escape(esc, sizeof esc, s->txn.rcpts[0].box.addr, s->txn.rcpts[0].box.len);
         snprintf(rcpt, sizeof rcpt, "\r\n\tfor <%s>", esc);
     }
-    /* RFC 5321 §4.4 time stamp line; "with" per RFC 3848. */
-    const char *with = s->txn.params.smtputf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP");
+    /* RFC 5321 §4.4 time stamp line; "with" per RFC 3848 (S: TLS). */
+    char with[16];
+    snprintf(with, sizeof with, "%s%s",
+             s->txn.params.smtputf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP"),
+             s->tls_active ? "S" : "");
+    char tls[sizeof s->tls_info + 16] = "";
+    if (s->tls_active)
+        snprintf(tls, sizeof tls, "\r\n\t(using %s)", s->tls_info);
     int n = snprintf(buf, cap,
-                     "Received: from %s (%s [%s])\r\n\tby %s (ringmta) with %s id %s%s;\r\n"
+                     "Received: from %s (%s [%s])%s\r\n\tby %s (ringmta) with %s id %s%s;\r\n"
                      "\t%s\r\n",
-                     s->helo[0] ? s->helo : "unknown", "unknown", s->client_text, s->hostname,
-                     with, id, rcpt, date);
+                     s->helo[0] ? s->helo : "unknown", "unknown", s->client_text, tls,
+                     s->hostname, with, id, rcpt, date);
     if (n < 0 || (size_t)n >= cap)
         return 0;
     s->txn.body_size = 0;

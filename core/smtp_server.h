@@ -79,6 +79,9 @@ enum {
     SMTP_ACT_CLOSE = 1u << 2,       /* close once the output is sent */
     SMTP_ACT_HOLD = 1u << 3,        /* tarpit: do not send before hold_until */
     SMTP_ACT_ABORT_BODY = 1u << 4,  /* drop the spool message being received */
+    SMTP_ACT_STARTTLS = 1u << 5,    /* send s->out (the 220) in plaintext, then run
+                                       the TLS handshake; nothing more is read as
+                                       plaintext (smtp_server_tls_started follows) */
 };
 /* io/ clears the bits it has acted on (s->actions &= ~bit). With
  * SMTP_ACT_BEGIN_BODY and s->txn.discarding set, the body is read and dropped:
@@ -102,6 +105,13 @@ struct smtp_server {
     char helo[256];             /* last EHLO/HELO argument, sanitised */
     bool esmtp;                 /* greeted with EHLO: PIPELINING offered */
     bool authenticated;         /* later: SMTP AUTH */
+    enum listener_kind kind;    /* which kind of listener accepted the client */
+    bool tls_available;         /* a certificate is configured: STARTTLS offered */
+    bool tls_required;          /* MAIL only under TLS (smtpd_tls_security_level=encrypt) */
+    bool tls_active;            /* the session runs over TLS */
+    bool starttls_wait;         /* 220 for STARTTLS queued: input is discarded
+                                   until the handshake is done */
+    char tls_info[128];         /* "TLSv1.3 with cipher ..." for Received: */
     bool trusted;               /* client in relay_networks */
     uint32_t errors;            /* error replies so far (tarpit, hard limit) */
     uint32_t junk;              /* junk commands so far */
@@ -126,6 +136,20 @@ void smtp_server_init(struct smtp_server *s, const struct config *cfg,
                       const struct relay_policy *relay, const char *hostname,
                       const struct netaddr *client, uint64_t now_ms);
 void smtp_server_free(struct smtp_server *s);
+/* What the listener offers; called after init, before greet. tls_available:
+ * a certificate is configured (STARTTLS is offered on smtp and submission
+ * listeners; a submissions listener is TLS from the first octet). */
+void smtp_server_set_listener(struct smtp_server *s, enum listener_kind kind,
+                              bool tls_available, bool tls_required);
+/*
+ * The TLS handshake completed (after STARTTLS, or at connect on an implicit
+ * TLS listener, before the greeting). RFC 3207 §4.2: everything learnt
+ * before is forgotten: the client must send EHLO again, and no earlier
+ * transaction or authentication survives. proto and cipher are for
+ * Received: and the logs.
+ */
+unsigned smtp_server_tls_started(struct smtp_server *s, const char *proto,
+                                 const char *cipher, int bits, uint64_t now_ms);
 
 /* Sends the 220 banner (after the greet pause, if any). */
 unsigned smtp_server_greet(struct smtp_server *s, uint64_t now_ms);

@@ -12,6 +12,15 @@
  *   - one send in flight at a time, from a buffer the session no longer
  *     touches (smtp_server_take_output swaps buffers).
  *
+ * TLS (STARTTLS, or implicit on a submissions listener): ciphertext still
+ * arrives in provided buffers and is fed to the connection's tls_stream;
+ * plaintext is decrypted into the worker's scratch buffer in command phase
+ * and straight into the message's spool chunk in body phase, so the body
+ * is still written once. Plaintext is read out of the stream only while the
+ * session can take it (not while it waits for a commit or sits in a
+ * tarpit), exactly like receives are armed only then without TLS; what is
+ * left in the stream is read before the next receive is armed.
+ *
  * Lifetime: a conn is freed only when no SQE for it is in flight (inflight
  * == 0) and it no longer waits for a commit. Closing marks it; the last
  * completion frees it. A final reply is followed by shutdown(SHUT_WR) and a
@@ -36,6 +45,8 @@
 static void conn_handle_actions(struct worker *w, struct conn *c);
 static void conn_drop_pending_env(struct conn *c);
 static void conn_close(struct worker *w, struct conn *c);
+static void conn_tls_begin(struct worker *w, struct conn *c);
+static void conn_tls_input(struct worker *w, struct conn *c);
 
 void
 conn_mark_dirty(struct worker *w, struct conn *c)
@@ -82,7 +93,8 @@ conn_accepted(struct worker *w, struct listener *l, int fd)
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
         netaddr_from_sockaddr(&client, (struct sockaddr *)&ss);
     smtp_server_init(&c->smtp, d->cfg, &d->relay, d->hostname, &client, w->now_ms);
-    (void)l;
+    c->listener = l;
+    smtp_server_set_listener(&c->smtp, l->kind, l->tls != NULL, l->tls_required);
 
     c->limit_exempt = cidr_list_match(&d->limit_exceptions, &client);
     enum clientlimit_verdict v =
@@ -108,6 +120,14 @@ conn_accepted(struct worker *w, struct listener *l, int fd)
     if (v != CLIENTLIMIT_OK) {
         log_info("refused connection from %s: %s", c->smtp.client_text, line + 10);
         smtp_server_refuse(&c->smtp, line);
+        if (l->kind == LISTENER_SUBMISSIONS) {
+            /* A TLS port: a plaintext 421 would be garbage to the client,
+             * and a handshake is what an overloaded server cannot afford. */
+            conn_close(w, c);
+            return;
+        }
+    } else if (l->kind == LISTENER_SUBMISSIONS) {
+        conn_tls_begin(w, c);   /* RFC 8314: TLS first, the greeting inside it */
     } else if (d->cfg->smtpd_greet_pause_ms > 0) {
         c->greet_at_ms = w->now_ms + d->cfg->smtpd_greet_pause_ms;
     } else {
@@ -178,6 +198,20 @@ conn_arm_send(struct worker *w, struct conn *c)
     c->inflight++;
 }
 
+/* True while the session can take more input now: not waiting for a
+ * commit, not closing, not in a tarpit pause, not between STARTTLS and the
+ * start of the handshake. */
+static bool
+conn_takes_input(const struct conn *c)
+{
+    const struct smtp_server *s = &c->smtp;
+    if (c->phase != CONN_OPEN || c->tls_start_pending)
+        return false;
+    if (s->actions & SMTP_ACT_HOLD)
+        return false;   /* tarpit: let the client wait, read nothing */
+    return s->state != SMTP_ST_COMMIT && s->state != SMTP_ST_CLOSING;
+}
+
 /* Which receive the connection needs now, if any. */
 static void
 conn_arm_recv(struct worker *w, struct conn *c)
@@ -188,13 +222,21 @@ conn_arm_recv(struct worker *w, struct conn *c)
         conn_arm_command_recv(w, c);
         return;
     }
-    const struct smtp_server *s = &c->smtp;
-    if (s->actions & SMTP_ACT_HOLD)
-        return;   /* tarpit: let the client wait, read nothing */
-    switch (s->state) {
-    case SMTP_ST_COMMIT:
-    case SMTP_ST_CLOSING:
+    if (!conn_takes_input(c))
         return;
+    const struct smtp_server *s = &c->smtp;
+    if (c->tls_on) {
+        /* Plaintext already in the stream first (it stayed there while the
+         * session could not take it); then ciphertext into a buffer. */
+        if (c->tls.handshake_done && tls_stream_has_input(&c->tls)) {
+            conn_tls_input(w, c);
+            if (c->recv_armed || !conn_takes_input(c))
+                return;
+        }
+        conn_arm_command_recv(w, c);
+        return;
+    }
+    switch (s->state) {
     case SMTP_ST_BODY:
         if (c->msg != NULL && !s->txn.discarding)
             conn_arm_body_recv(w, c);
@@ -207,6 +249,32 @@ conn_arm_recv(struct worker *w, struct conn *c)
     }
 }
 
+/* TLS output: session replies go through SSL_write once the handshake is
+ * done (held back in a tarpit like plaintext ones), then every record the
+ * stream produced goes out in one send. */
+static void
+conn_tls_flush(struct worker *w, struct conn *c, unsigned a)
+{
+    if (c->tls.handshake_done && !(a & SMTP_ACT_HOLD) && c->smtp.out.len > 0) {
+        w->tls_plain.len = 0;
+        smtp_server_take_output(&c->smtp, &w->tls_plain);
+        if (tls_stream_write(&c->tls, w->tls_plain.data, w->tls_plain.len) < 0) {
+            log_info("TLS write to %s failed: %s", c->smtp.client_text, c->tls.error);
+            conn_close(w, c);
+            return;
+        }
+        w->tls_plain.len = 0;
+    }
+    if ((a & SMTP_ACT_CLOSE) && c->phase == CONN_OPEN && c->smtp.out.len == 0)
+        tls_stream_shutdown(&c->tls);   /* close_notify after the final reply */
+    if (tls_stream_output_pending(&c->tls) > 0) {
+        c->sending.len = 0;
+        tls_stream_take_output(&c->tls, &c->sending);
+        c->sent = 0;
+        conn_arm_send(w, c);
+    }
+}
+
 void
 conn_flush(struct worker *w, struct conn *c)
 {
@@ -215,14 +283,30 @@ conn_flush(struct worker *w, struct conn *c)
         return;
     }
     unsigned a = c->smtp.actions;
-    if (!c->send_armed && !(a & SMTP_ACT_HOLD) && c->smtp.out.len > 0) {
+    if (c->tls_on && !c->tls.handshake_done && (a & SMTP_ACT_CLOSE)) {
+        conn_close(w, c);   /* a final reply cannot go out before the handshake */
+        return;
+    }
+    if (!c->send_armed && c->tls_on) {
+        conn_tls_flush(w, c, a);
+        if (c->phase == CONN_CLOSING)
+            return;
+    } else if (!c->send_armed && !(a & SMTP_ACT_HOLD) && c->smtp.out.len > 0) {
         c->sending.len = 0;
         smtp_server_take_output(&c->smtp, &c->sending);
         c->sent = 0;
         conn_arm_send(w, c);
     }
+    if (c->tls_start_pending && c->smtp.out.len == 0) {
+        /* The 220 is handed to the kernel in plaintext: from here on every
+         * octet is TLS, and nothing received before was kept (row 7). */
+        c->tls_start_pending = false;
+        conn_tls_begin(w, c);
+        if (c->phase == CONN_CLOSING)
+            return;
+    }
     if (c->phase == CONN_OPEN && (a & SMTP_ACT_CLOSE) && !c->send_armed
-        && c->smtp.out.len == 0) {
+        && c->smtp.out.len == 0 && (!c->tls_on || tls_stream_output_pending(&c->tls) == 0)) {
         /* Final reply is out: half-close, then drain until EOF or timeout. */
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
@@ -483,6 +567,10 @@ conn_handle_actions(struct worker *w, struct conn *c)
             if (!c->in_commit_wait)
                 conn_drop_pending_env(c);
         }
+        if (s->actions & SMTP_ACT_STARTTLS) {
+            s->actions &= ~SMTP_ACT_STARTTLS;
+            c->tls_start_pending = true;
+        }
         if (!(s->actions & SMTP_ACT_BEGIN_BODY))
             break;
         s->actions &= ~SMTP_ACT_BEGIN_BODY;
@@ -494,6 +582,118 @@ conn_handle_actions(struct worker *w, struct conn *c)
             conn_feed_body_prefix(w, c);
     }
     conn_mark_dirty(w, c);
+}
+
+/* --- TLS ------------------------------------------------------------------ */
+
+static void
+conn_tls_begin(struct worker *w, struct conn *c)
+{
+    if (tls_stream_server(&c->tls, c->listener->tls) < 0) {
+        log_warn("TLS for %s: %s", c->smtp.client_text, c->tls.error);
+        conn_close(w, c);
+        return;
+    }
+    c->tls_on = true;
+    c->tls_deadline_ms = w->now_ms + w->d->cfg->smtpd_starttls_timeout_ms;
+    conn_mark_dirty(w, c);   /* arm the receive for the client's hello */
+}
+
+/* Drives the handshake with what was fed. True once it is done. */
+static bool
+conn_tls_handshake(struct worker *w, struct conn *c)
+{
+    if (c->tls.handshake_done)
+        return true;
+    enum tls_result r = tls_stream_handshake(&c->tls);
+    if (r == TLS_AGAIN)
+        return false;
+    if (r != TLS_DONE) {
+        log_info("TLS handshake with %s failed: %s", c->smtp.client_text,
+                 r == TLS_CLOSED ? "closed by the client" : c->tls.error);
+        conn_close(w, c);
+        return false;
+    }
+    const char *version = tls_stream_version(&c->tls);
+    const char *cipher = tls_stream_cipher(&c->tls);
+    int bits = tls_stream_cipher_bits(&c->tls);
+    log_info("TLS from %s: %s with cipher %s (%d bits)%s", c->smtp.client_text, version,
+             cipher, bits, tls_stream_resumed(&c->tls) ? ", resumed" : "");
+    bool implicit = c->smtp.state == SMTP_ST_GREETING;
+    smtp_server_tls_started(&c->smtp, version, cipher, bits, w->now_ms);
+    if (implicit) {
+        if (w->d->cfg->smtpd_greet_pause_ms > 0)
+            c->greet_at_ms = w->now_ms + w->d->cfg->smtpd_greet_pause_ms;
+        else
+            smtp_server_greet(&c->smtp, w->now_ms);
+    }
+    conn_mark_dirty(w, c);
+    return true;
+}
+
+static void
+conn_tls_failed(struct worker *w, struct conn *c, long r)
+{
+    if (r == TLS_CLOSED)
+        log_debug("TLS close_notify from %s", c->smtp.client_text);
+    else
+        log_info("TLS error from %s: %s", c->smtp.client_text, c->tls.error);
+    if (c->smtp.state == SMTP_ST_BODY && c->msg != NULL)
+        log_info("lost connection from %s in the middle of a message", c->smtp.client_text);
+    conn_close(w, c);
+}
+
+/*
+ * Reads plaintext out of the stream while the session takes it: into the
+ * spool chunk when a body is being stored, else into the worker's scratch
+ * buffer for the session. Stops when the stream needs more ciphertext.
+ */
+static void
+conn_tls_input(struct worker *w, struct conn *c)
+{
+    struct smtp_server *s = &c->smtp;
+    while (conn_takes_input(c)) {
+        size_t consumed = 0;
+        if (s->state == SMTP_ST_BODY && c->msg != NULL && !s->txn.discarding) {
+            uint8_t *p;
+            size_t avail;
+            int e = spool_msg_space(c->msg, &p, &avail);
+            if (e < 0) {
+                conn_body_storage_failed(w, c, e);
+                continue;
+            }
+            if (s->txn.bdat && avail > s->txn.chunk_left)
+                avail = (size_t)s->txn.chunk_left;
+            if (avail == 0)
+                return;
+            long n = tls_stream_read(&c->tls, p, avail);
+            if (n <= 0) {
+                if (n < 0)
+                    conn_tls_failed(w, c, n);
+                return;
+            }
+            spool_msg_wrote(c->msg, (size_t)n);
+            enum smtp_body_result r = smtp_server_body(s, p, (size_t)n, &consumed, w->now_ms);
+            conn_body_result(w, c, r, p + consumed, (size_t)n - consumed);
+            continue;
+        }
+        long n = tls_stream_read(&c->tls, w->tls_scratch, WORKER_TLS_SCRATCH);
+        if (n <= 0) {
+            if (n < 0)
+                conn_tls_failed(w, c, n);
+            return;
+        }
+        const uint8_t *data = w->tls_scratch;
+        if (s->state == SMTP_ST_BODY) {
+            /* A body being read without storing it (rejected midway). */
+            enum smtp_body_result r = smtp_server_body(s, data, (size_t)n, &consumed,
+                                                       w->now_ms);
+            conn_body_result(w, c, r, data + consumed, (size_t)n - consumed);
+        } else {
+            smtp_server_input(s, data, (size_t)n, w->now_ms);
+            conn_handle_actions(w, c);
+        }
+    }
 }
 
 /* --- completions --------------------------------------------------------- */
@@ -518,6 +718,15 @@ conn_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
     const uint8_t *data = w->buf_base + (size_t)bid * w->buf_size;
     size_t n = (size_t)res;
+    if (c->tls_on) {
+        if (c->phase == CONN_OPEN)
+            tls_stream_feed(&c->tls, data, n);   /* copied: the buffer goes back now */
+        worker_recycle_buffer(w, bid);
+        if (c->phase == CONN_OPEN && conn_tls_handshake(w, c))
+            conn_tls_input(w, c);
+        conn_mark_dirty(w, c);
+        return;
+    }
     if (c->phase == CONN_OPEN) {
         struct smtp_server *s = &c->smtp;
         if (s->state == SMTP_ST_BODY) {
@@ -616,6 +825,8 @@ conn_on_cqe(struct worker *w, enum io_op op, struct conn *c, struct io_uring_cqe
         if (c->msg != NULL)
             spool_msg_abort(c->msg);
         smtp_server_free(&c->smtp);
+        if (c->tls_on)
+            tls_stream_free(&c->tls);
         outbuf_free(&c->sending);
         conn_drop_pending_env(c);
         xfree(c);
@@ -666,6 +877,11 @@ conn_tick(struct worker *w, struct conn *c)
         return;
     case CONN_OPEN:
         break;
+    }
+    if (c->tls_on && !c->tls.handshake_done && w->now_ms >= c->tls_deadline_ms) {
+        log_info("TLS handshake timeout from %s", c->smtp.client_text);
+        conn_close(w, c);
+        return;
     }
     unsigned before = c->smtp.actions;
     if (c->greet_at_ms != 0) {

@@ -28,7 +28,74 @@
 #include "logsink.h"
 #include "segfile.h"
 #include "settings.h"
+#include "tls.h"
 #include "worker.h"
+
+/*
+ * One TLS server context per listen endpoint: its own (cert=...) or the
+ * global smtpd_tls_cert_file. A submissions listener cannot work without
+ * one; smtp and submission listeners offer STARTTLS when they have one and
+ * smtpd_tls_security_level is not none.
+ */
+static int
+daemon_tls_init(struct daemon *d)
+{
+    const struct config *cfg = d->cfg;
+    d->listen_tls = xcalloc(cfg->nlisten ? cfg->nlisten : 1, sizeof *d->listen_tls);
+    tls_global_init();
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        const struct listen_endpoint *ep = &cfg->listen[i];
+        const char *cert = ep->tls_cert_file[0] ? ep->tls_cert_file : cfg->smtpd_tls_cert_file;
+        const char *key = ep->tls_cert_file[0] || ep->tls_key_file[0] ? ep->tls_key_file
+                                                                       : cfg->smtpd_tls_key_file;
+        if (ep->kind != LISTENER_SUBMISSIONS
+            && cfg->smtpd_tls_security_level == TLS_LEVEL_NONE)
+            continue;
+        if (cert[0] == '\0') {
+            if (ep->kind == LISTENER_SUBMISSIONS) {
+                log_error("listen %s:%u/submissions needs a certificate: set "
+                          "smtpd_tls_cert_file or (cert=FILE,key=FILE)", ep->host, ep->port);
+                return -1;
+            }
+            if (cfg->smtpd_tls_security_level == TLS_LEVEL_ENCRYPT) {
+                log_error("smtpd_tls_security_level = encrypt needs smtpd_tls_cert_file");
+                return -1;
+            }
+            continue;
+        }
+        char err[512];
+        d->listen_tls[i] = tls_server_new(cert, key, cfg->smtpd_tls_protocols,
+                                          cfg->smtpd_tls_session_cache_timeout_ms, err,
+                                          sizeof err);
+        if (d->listen_tls[i] == NULL) {
+            log_error("TLS for %s:%u: %s", ep->host, ep->port, err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* SIGHUP: certificates and keys are read again; connections keep theirs.
+ * (XXX: the other settings still need a restart.) */
+static void
+daemon_reload(struct daemon *d)
+{
+    unsigned ok = 0, failed = 0;
+    for (size_t i = 0; i < d->cfg->nlisten; i++) {
+        if (d->listen_tls[i] == NULL)
+            continue;
+        char err[512];
+        if (tls_server_reload(d->listen_tls[i], err, sizeof err) == 0) {
+            ok++;
+        } else {
+            failed++;
+            log_error("SIGHUP: TLS for %s:%u kept its old certificate: %s",
+                      d->cfg->listen[i].host, d->cfg->listen[i].port, err);
+        }
+    }
+    log_info("SIGHUP: reloaded %u TLS certificate%s%s", ok, ok == 1 ? "" : "s",
+             failed ? " (some failed, see above)" : "");
+}
 
 static void
 usage(FILE *f)
@@ -200,6 +267,8 @@ main(int argc, char **argv)
                              &d.relayhost_set)
         != 0)
         return 2;
+    if (daemon_tls_init(&d) != 0)
+        return 2;
     d.limits = clientlimit_new(cfg.smtpd_client_connection_count_limit,
                                cfg.smtpd_client_connection_rate_limit,
                                cfg.smtpd_connection_limit);
@@ -264,7 +333,7 @@ main(int argc, char **argv)
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            log_info("SIGHUP: reload is not implemented yet; settings unchanged");
+            daemon_reload(&d);
             continue;
         }
         log_info("signal %d: stopping", sig);
@@ -283,6 +352,9 @@ main(int argc, char **argv)
     route_table_free(d.transport);
     route_policy_free(d.policy);
     relay_policy_free(&d.relay);
+    for (size_t i = 0; d.listen_tls != NULL && i < cfg.nlisten; i++)
+        tls_server_free(d.listen_tls[i]);
+    xfree(d.listen_tls);
     xfree(d.workers);
     xfree(overrides);
     config_free(&cfg);

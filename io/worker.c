@@ -34,6 +34,7 @@
 #include "log.h"
 #include "logsink.h"
 #include "segfile.h"
+#include "smtp_reply.h"
 #include "uring_compat.h"
 
 #define WORKER_SQ_ENTRIES 4096
@@ -626,6 +627,7 @@ worker_new(struct daemon *d, unsigned id, char *err, size_t errsize)
         goto fail;
     }
 
+    w->tls_scratch = xmalloc(WORKER_TLS_SCRATCH);
     w->listeners = xcalloc(d->cfg->nlisten ? d->cfg->nlisten : 1, sizeof *w->listeners);
     for (size_t i = 0; i < d->cfg->nlisten; i++) {
         int fd = listener_open(&d->cfg->listen[i], err, errsize);
@@ -634,6 +636,8 @@ worker_new(struct daemon *d, unsigned id, char *err, size_t errsize)
         w->listeners[i].fd = fd;
         w->listeners[i].w = w;
         w->listeners[i].kind = d->cfg->listen[i].kind;
+        w->listeners[i].tls = d->listen_tls != NULL ? d->listen_tls[i] : NULL;
+        w->listeners[i].tls_required = d->cfg->smtpd_tls_security_level == TLS_LEVEL_ENCRYPT;
         w->nlisteners++;
     }
 
@@ -719,6 +723,8 @@ worker_free(struct worker *w)
     if (w->br != NULL)
         munmap(w->br, WORKER_BUF_COUNT * sizeof(struct io_uring_buf));
     xfree(w->buf_base);
+    xfree(w->tls_scratch);
+    outbuf_free(&w->tls_plain);
     xfree(w);
     return NULL;
 }

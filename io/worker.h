@@ -26,6 +26,7 @@
 #include "queue.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "tls.h"
 
 struct clientlimit;
 
@@ -82,12 +83,17 @@ struct daemon {
     struct route_policy *policy;
     struct route_hop relayhost;
     bool relayhost_set;
+    /* TLS: one server context per listen endpoint (NULL = no TLS there);
+     * reloaded in place on SIGHUP */
+    struct tls_server **listen_tls;
 };
 
 struct listener {
     _Alignas(16) int fd;
     struct worker *w;
     enum listener_kind kind;
+    struct tls_server *tls;     /* STARTTLS / implicit TLS context, or NULL */
+    bool tls_required;          /* smtpd_tls_security_level = encrypt */
     bool armed;
 };
 
@@ -117,6 +123,12 @@ struct conn {
     bool in_commit_wait;
     bool in_dirty;
     bool close_submitted;
+    /* TLS: once tls_on, every octet in and out goes through tls */
+    bool tls_on;
+    bool tls_start_pending;     /* STARTTLS: send the plaintext 220, then start */
+    uint64_t tls_deadline_ms;   /* handshake must finish by then */
+    struct tls_stream tls;
+    struct listener *listener;
     uint64_t greet_at_ms;       /* greet pause: banner time, 0 = greeted */
     uint64_t linger_until_ms;
     struct smtp_outbuf sending; /* owned by the kernel while send_armed */
@@ -169,6 +181,10 @@ struct worker {
     int wake_fd;
     uint64_t wake_buf;
     atomic_bool wake_pending;
+    /* TLS: plaintext decrypted in command phase, and session output on its
+     * way into SSL_write (bodies decrypt straight into the spool) */
+    uint8_t *tls_scratch;
+    struct smtp_outbuf tls_plain;
     /* timers */
     struct __kernel_timespec tick_ts;
     uint64_t now_ms;            /* monotonic */
@@ -208,6 +224,7 @@ void worker_message_accepted(struct worker *w, struct queue_msg *m);
  * limits hold daemon-wide), else of the domain. */
 unsigned worker_owner(const struct daemon *d, const char *domain);
 void worker_recycle_buffer(struct worker *w, unsigned bid);
+#define WORKER_TLS_SCRATCH 16384   /* one TLS record of plaintext */
 
 
 /* listener.c */
