@@ -1960,3 +1960,109 @@ Test(smtp_server, crlf_split_across_bdat_chunks_is_not_a_bare_cr)
     cr_assert_eq(H.last_body_len, 5);
     cr_assert(memcmp(H.last_body, "a\r\nb.", 5) == 0);
 }
+
+/* --- STARTTLS (RFC 3207) ------------------------------------------------------ */
+
+static void
+h_connect_tls_listener(const char *ip, enum listener_kind kind, bool required)
+{
+    h_connect_quiet(ip);
+    smtp_server_set_listener(&H.s, kind, true, required);
+    smtp_server_greet(&H.s, H.now);
+    h_actions();
+    expect("220 ");
+}
+
+/* io/'s side of STARTTLS: the 220 went out, the handshake completed. */
+static void
+h_handshake_done(void)
+{
+    cr_assert(H.s.actions & SMTP_ACT_STARTTLS);
+    H.s.actions &= ~SMTP_ACT_STARTTLS;
+    smtp_server_tls_started(&H.s, "TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, H.now);
+    h_actions();
+}
+
+Test(smtp_server, starttls_is_offered_only_with_a_certificate)
+{
+    h_connect(UNTRUSTED);
+    H.rx_pos = H.rx_len;
+    h_sends("EHLO client.example\r\n");
+    cr_assert_null(strstr(H.rx + H.rx_pos, "STARTTLS"));
+    expect("250 ");
+    PLAY("C: STARTTLS\r\n", "S: 502 5.5.1");
+    cr_assert_not(H.s.actions & SMTP_ACT_STARTTLS);
+}
+
+Test(smtp_server, starttls_resets_the_session)
+{
+    h_connect_tls_listener(TRUSTED, LISTENER_SMTP, false);
+    h_sends("EHLO client.example\r\n");
+    cr_assert_not_null(strstr(H.rx + H.rx_pos, "250-STARTTLS\r\n"));
+    expect("250 ");
+    PLAY("C: STARTTLS\r\n", "S: 220 2.0.0 Ready to start TLS");
+    cr_assert(H.s.starttls_wait);
+    /* Plaintext before the handshake is dropped, never run (row 7). */
+    h_sends("MAIL FROM:<evil@example.org>\r\n");
+    expect_none();
+    h_handshake_done();
+    cr_assert(H.s.tls_active);
+    cr_assert_str_eq(H.s.helo, "");
+    cr_assert_eq(H.s.state, SMTP_ST_CONNECTED);
+    /* Row 9: MAIL needs a new EHLO; the new one does not offer STARTTLS. */
+    PLAY("C: MAIL FROM:<a@example.org>\r\n", "S: 503 5.5.1");
+    h_sends("EHLO client.example\r\n");
+    cr_assert_null(strstr(H.rx + H.rx_pos, "STARTTLS"));
+    expect("250 ");
+    /* Row 10: not twice. */
+    PLAY("C: STARTTLS\r\n", "S: 503 5.5.1 Error: TLS already active");
+    PLAY("C: MAIL FROM:<a@example.org>\r\n", "S: 250 ", "C: RCPT TO:<b@example.net>\r\n",
+         "S: 250 ", "C: DATA\r\n", "S: 354 ", "C: hi\r\n.\r\n", "S: 250 2.0.0 Ok");
+    cr_assert_not_null(strstr(H.received, "with ESMTPS id"), "%s", H.received);
+    cr_assert_not_null(strstr(H.received, "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384"
+                                          " (256/256 bits))"),
+                       "%s", H.received);
+}
+
+Test(smtp_server, starttls_pipelined_with_a_command_closes)
+{
+    h_connect_tls_listener(TRUSTED, LISTENER_SMTP, false);
+    PLAY("C: EHLO client.example\r\n", "S: 250 ");
+    PLAY("C: STARTTLS\r\nRSET\r\n", "S: 554 5.5.0", "X:");
+    cr_assert_not(H.s.actions & SMTP_ACT_STARTTLS);
+}
+
+Test(smtp_server, starttls_mid_transaction_is_refused)
+{
+    h_connect_tls_listener(TRUSTED, LISTENER_SMTP, false);
+    PLAY("C: EHLO client.example\r\n", "S: 250 ", "C: MAIL FROM:<a@example.org>\r\n", "S: 250 ",
+         "C: STARTTLS\r\n", "S: 503 5.5.1", "C: RCPT TO:<b@example.net>\r\n", "S: 250 ",
+         "C: STARTTLS\r\n", "S: 503 5.5.1");
+    cr_assert_eq(H.s.state, SMTP_ST_RCPT);
+    PLAY("C: RSET\r\n", "S: 250 ", "C: STARTTLS now\r\n", "S: 501 5.5.4");
+}
+
+Test(smtp_server, encrypt_level_wants_tls_before_mail)
+{
+    h_connect_tls_listener(TRUSTED, LISTENER_SMTP, true);
+    PLAY("C: EHLO client.example\r\n", "S: 250 ", "C: MAIL FROM:<a@example.org>\r\n",
+         "S: 530 5.7.0 Must issue a STARTTLS command first", "C: STARTTLS\r\n", "S: 220 ");
+    h_handshake_done();
+    PLAY("C: EHLO client.example\r\n", "S: 250 ", "C: MAIL FROM:<a@example.org>\r\n",
+         "S: 250 ");
+}
+
+Test(smtp_server, implicit_tls_listener_never_offers_starttls)
+{
+    h_connect_quiet(TRUSTED);
+    smtp_server_set_listener(&H.s, LISTENER_SUBMISSIONS, true, false);
+    smtp_server_tls_started(&H.s, "TLSv1.3", "TLS_AES_128_GCM_SHA256", 128, H.now);
+    cr_assert_eq(H.s.state, SMTP_ST_GREETING);   /* the banner comes after the handshake */
+    smtp_server_greet(&H.s, H.now);
+    h_actions();
+    expect("220 ");
+    h_sends("EHLO client.example\r\n");
+    cr_assert_null(strstr(H.rx + H.rx_pos, "STARTTLS"));
+    expect("250 ");
+    PLAY("C: STARTTLS\r\n", "S: 503 5.5.1");
+}
