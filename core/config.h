@@ -67,6 +67,11 @@ struct config {
     unsigned smtpd_client_connection_rate_limit;   /* per minute; 0 = none */
     unsigned smtpd_connection_limit;               /* all clients; 0 = none */
     char *smtpd_client_event_limit_exceptions;     /* CIDR list */
+    /* SMTP AUTH (RFC 4954) */
+    char *smtpd_auth_password_file;     /* "" = AUTH not offered */
+    bool smtpd_tls_auth_only;           /* AUTH offered and accepted only under TLS */
+    unsigned smtpd_client_auth_failure_limit;      /* per client per minute; 0 = none */
+    unsigned smtpd_auth_threads;        /* password verification threads */
     /* delivery (outbound) */
     char *dns_servers;                  /* "" = /etc/resolv.conf; "127.0.0.1:5353, ..." */
     unsigned smtp_port;                 /* port of next hops found by MX */
