@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base64.h"
 #include "utf8.h"
@@ -100,24 +101,6 @@ sasl_finish(struct sasl_server *s, enum sasl_status st)
 {
     sasl_server_reset(s);
     return st;
-}
-
-/* ASCII case-insensitive s[0..n) == name. */
-static bool
-sasl_ieq(const char *s, size_t n, const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        unsigned char a = (unsigned char)s[i], b = (unsigned char)name[i];
-        if (b == '\0')
-            return false;
-        if (a >= 'a' && a <= 'z')
-            a = (unsigned char)(a - 'a' + 'A');
-        if (a != b)
-            return false;
-    }
-    return name[i] == '\0';
 }
 
 /* Writes prompt, base64 encoded, as the next challenge; waits for step. */
@@ -253,8 +236,12 @@ sasl_server_start(struct sasl_server *s, const char *args, size_t len, char *cha
         len--;
     if (namelen == 0)
         return SASL_BAD_SYNTAX;
+    /* Matched without regard to case, like every SMTP keyword (RFC 5321
+     * §2.4); a NUL in args differs from every name (strncasecmp stops only
+     * where both strings do). */
     for (size_t i = 0; i < SASL_NMECHS; i++)
-        if (sasl_ieq(args, namelen, sasl_mech_table[i].name))
+        if (strlen(sasl_mech_table[i].name) == namelen
+            && strncasecmp(args, sasl_mech_table[i].name, namelen) == 0)
             def = &sasl_mech_table[i];
     if (def == NULL)
         return SASL_BAD_MECH;

@@ -138,6 +138,15 @@ Test(sasl, unknown_mechanism_is_checked_before_the_response)
     cr_assert_eq(start("XOAUTH2 !!!!"), SASL_BAD_MECH);
 }
 
+Test(sasl, nul_inside_the_mechanism_name_is_no_match)
+{
+    cr_assert_eq(sasl_server_start(&s, guarded("PL\0IN", 5), 5, ch, sizeof ch), SASL_BAD_MECH);
+    cr_assert_eq(sasl_server_start(&s, guarded("PLAIN\0", 6), 6, ch, sizeof ch),
+                 SASL_BAD_MECH);
+    cr_assert_eq(sasl_server_start(&s, guarded("PLAIN", 4), 4, ch, sizeof ch), SASL_BAD_MECH,
+                 "never reads past len");
+}
+
 Test(sasl, trailing_spaces_after_the_mechanism_are_ignored)
 {
     cr_assert_eq(start("PLAIN   "), SASL_CHALLENGE);
