@@ -70,11 +70,12 @@ void sasl_server_init(struct sasl_server *s);
 /*
  * "AUTH <mech> [initial-response]": args is what follows "AUTH ", e.g.
  * "PLAIN", "login dXNlcg==", "PLAIN =" ("=" is an empty initial response,
- * RFC 4954 §4). Mechanism names are case-insensitive; trailing spaces are
- * ignored; anything else around the one SP is SASL_BAD_SYNTAX. Always starts
- * a new exchange, wiping any earlier one. The challenge is written to
- * challenge[0..cap) with a NUL; cap >= SASL_CHALLENGE_SIZE (a smaller cap is
- * a caller bug and ends the exchange with SASL_BAD_SYNTAX).
+ * RFC 4954 §4; "*" cancels as in a later step). Mechanism names are
+ * case-insensitive; trailing spaces are ignored; anything else around the
+ * one SP is SASL_BAD_SYNTAX. Always starts a new exchange, wiping any
+ * earlier one. The challenge is written to challenge[0..cap) with a NUL;
+ * cap >= SASL_CHALLENGE_SIZE (a smaller cap is a caller bug and ends the
+ * exchange with SASL_BAD_SYNTAX).
  */
 enum sasl_status sasl_server_start(struct sasl_server *s, const char *args, size_t len,
                                    char *challenge, size_t cap);

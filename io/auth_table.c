@@ -156,7 +156,8 @@ auth_table_line(struct auth_table *t, char *line, size_t n, unsigned lineno, cha
         return -1;
     }
     if (cs != CRYPT_SALT_OK) {
-        snprintf(why, whysize, "user '%s': hash method disabled in libcrypt", shown);
+        snprintf(why, whysize, "user '%s': hash method disabled, or its cost too low, in "
+                 "libcrypt", shown);
         return -1;
     }
     struct auth_entry e = { .user = user, .ulen = ulen, .hash = hash, .line = lineno,
