@@ -181,6 +181,21 @@ static const struct config_setting config_table[] = {
             "3600s", "Lifetime of TLS sessions and tickets for resumption", .min = 1000),
     SETTING("smtpd_starttls_timeout", TIME(smtpd_starttls_timeout_ms), "300s",
             "Time allowed for a client's whole TLS handshake", .min = 1),
+    /* SMTP AUTH */
+    SETTING("smtpd_auth_password_file", STRING(smtpd_auth_password_file), "",
+            "File of 'user:hash' lines, hash a crypt(3) string (yescrypt $y$, "
+            "SHA-512 $6$); empty = AUTH not offered"),
+    /* RFC 4954 §4: PLAIN and LOGIN send the password in clear, so only
+     * inside TLS by default (Postfix's name and meaning). */
+    SETTING("smtpd_tls_auth_only", BOOL(smtpd_tls_auth_only), "yes",
+            "Offer and accept AUTH only inside TLS (530 5.7.0 otherwise)"),
+    SETTING("smtpd_client_auth_failure_limit", UINT(smtpd_client_auth_failure_limit), "10",
+            "Failed AUTH attempts per client address per minute before "
+            "421 4.7.0 and close; 0 = none"),
+    SETTING("smtpd_auth_threads", UINT(smtpd_auth_threads), "2",
+            "Threads verifying passwords, off the workers' loops "
+            "(a yescrypt hash takes tens of ms)",
+            .min = 1, .max = 64),
     /* delivery */
     SETTING("dns_servers", STRING(dns_servers), "",
             "DNS servers ADDR[:PORT], comma separated; empty = /etc/resolv.conf"),

@@ -84,6 +84,11 @@ struct config {
     char *smtpd_tls_protocols;          /* ">=TLSv1.2" or ">=TLSv1.3" */
     uint64_t smtpd_tls_session_cache_timeout_ms;
     uint64_t smtpd_starttls_timeout_ms; /* the whole handshake */
+    /* SMTP AUTH (RFC 4954) */
+    char *smtpd_auth_password_file;     /* "" = AUTH not offered */
+    bool smtpd_tls_auth_only;           /* AUTH offered and accepted only under TLS */
+    unsigned smtpd_client_auth_failure_limit;      /* per client per minute; 0 = none */
+    unsigned smtpd_auth_threads;        /* password verification threads */
     /* delivery (outbound) */
     char *dns_servers;                  /* "" = /etc/resolv.conf; "127.0.0.1:5353, ..." */
     unsigned smtp_port;                 /* port of next hops found by MX */

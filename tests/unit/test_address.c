@@ -9,23 +9,9 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "address.h"
-
-static const char *
-guarded(const void *s, size_t n)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t span = (n + page - 1) / page * page + page;
-    char *m = mmap(NULL, span + page, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    cr_assert_neq(m, MAP_FAILED);
-    cr_assert_eq(mprotect(m + span, page, PROT_NONE), 0);
-    memcpy(m + span - n, s, n);
-    return m + span - n;
-}
+#include "guarded.h"
 
 static enum address_status
 parse(const char *s, size_t n, bool allow_null, bool smtputf8, struct mailbox *m,

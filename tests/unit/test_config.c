@@ -72,6 +72,29 @@ Test(config, defaults_match_the_documentation)
     cr_assert_eq(cfg.smtpd_connection_limit, 10000);
 }
 
+Test(config, auth_defaults_offer_no_auth_and_require_tls)
+{
+    cr_assert_str_eq(cfg.smtpd_auth_password_file, "");
+    cr_assert(cfg.smtpd_tls_auth_only);
+    cr_assert_eq(cfg.smtpd_client_auth_failure_limit, 10);
+    cr_assert_eq(cfg.smtpd_auth_threads, 2);
+}
+
+Test(config, auth_settings_from_a_file)
+{
+    cr_assert_eq(parse("smtpd_auth_password_file = /etc/ringmta/passwd\n"
+                       "smtpd_tls_auth_only = no\n"
+                       "smtpd_client_auth_failure_limit = 3\n"
+                       "smtpd_auth_threads = 4\n"), 0, "%s", err);
+    cr_assert_str_eq(cfg.smtpd_auth_password_file, "/etc/ringmta/passwd");
+    cr_assert_not(cfg.smtpd_tls_auth_only);
+    cr_assert_eq(cfg.smtpd_client_auth_failure_limit, 3);
+    cr_assert_eq(cfg.smtpd_auth_threads, 4);
+    cr_assert_neq(parse("smtpd_auth_threads = 0\n"), 0);
+    cr_assert_str_eq(err, "main.cf:1: bad value for smtpd_auth_threads: '0' "
+                          "(must be between 1 and 64)");
+}
+
 Test(config, defaults_pass_the_cross_checks)
 {
     cr_assert_eq(config_check(&cfg, err, sizeof err), 0, "%s", err);
@@ -276,6 +299,21 @@ ParameterizedTestParameters(config, set_accepts_good_values_and_explains_bad_one
         {"listen", "127.0.0.1:0",
          "bad value for listen: '127.0.0.1:0' "
          "(the port must be a number from 1 to 65535)"},
+        {"smtpd_auth_password_file", "/etc/ringmta/passwd", ""},
+        {"smtpd_auth_password_file", "pass\nwd",
+         "bad value for smtpd_auth_password_file: 'pass\\x0awd' (control characters are "
+         "not allowed)"},
+        {"smtpd_tls_auth_only", "no", ""},
+        {"smtpd_tls_auth_only", "maybe",
+         "bad value for smtpd_tls_auth_only: 'maybe' (expected yes or no)"},
+        {"smtpd_client_auth_failure_limit", "0", ""},
+        {"smtpd_client_auth_failure_limit", "-1",
+         "bad value for smtpd_client_auth_failure_limit: '-1' (expected a whole number)"},
+        {"smtpd_auth_threads", "64", ""},
+        {"smtpd_auth_threads", "0",
+         "bad value for smtpd_auth_threads: '0' (must be between 1 and 64)"},
+        {"smtpd_auth_threads", "65",
+         "bad value for smtpd_auth_threads: '65' (must be between 1 and 64)"},
         {"no_such_setting", "1", "unknown setting 'no_such_setting'"},
         {"Message_Size_Limit", "1", "unknown setting 'Message_Size_Limit'"},
     };
@@ -640,6 +678,10 @@ Test(config, format_of_changed_settings_parses_back_to_the_same_config)
         "smtpd_greet_pause = 2h",
         "smtpd_error_sleep_time = 0",
         "smtpd_min_data_rate = 1K",
+        "smtpd_auth_password_file = /etc/ringmta/passwd",
+        "smtpd_tls_auth_only = no",
+        "smtpd_client_auth_failure_limit = 0",
+        "smtpd_auth_threads = 8",
     };
 
     for (size_t i = 0; i < sizeof changes / sizeof changes[0]; i++)

@@ -9,23 +9,9 @@
 #include <criterion/parameterized.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
+#include "guarded.h"
 #include "smtp_params.h"
-
-static const char *
-guarded(const void *s, size_t n)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t span = (n + page - 1) / page * page + page;
-    char *m = mmap(NULL, span + page, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    cr_assert_neq(m, MAP_FAILED);
-    cr_assert_eq(mprotect(m + span, page, PROT_NONE), 0);
-    memcpy(m + span - n, s, n);
-    return m + span - n;
-}
 
 static const struct smtp_param_caps all_caps = { .dsn = true, .smtputf8 = true, .auth = true };
 static const struct smtp_param_caps no_caps = { 0 };

@@ -6,24 +6,9 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
+#include "guarded.h"
 #include "utf8.h"
-
-/* Copies s[0..n) so that its last octet is the last readable one. */
-static const uint8_t *
-guarded(const void *s, size_t n)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t span = (n + page - 1) / page * page + page;
-    uint8_t *m = mmap(NULL, span + page, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    cr_assert_neq(m, MAP_FAILED);
-    cr_assert_eq(mprotect(m + span, page, PROT_NONE), 0);
-    memcpy(m + span - n, s, n);
-    return m + span - n;
-}
 
 /* Criterion runs each parameter in a re-executed child, where pointers into
  * the parent's image are meaningless under ASLR: cases hold their bytes. */
