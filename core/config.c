@@ -82,7 +82,8 @@ static const char *const config_durability_words[] = {"fsync", "none", NULL};
 _Static_assert(sizeof(enum tls_level) == sizeof(int), "enum tls_level is an int");
 _Static_assert(TLS_LEVEL_NONE == 0 && TLS_LEVEL_MAY == 1 && TLS_LEVEL_ENCRYPT == 2,
                "tls_level order");
-static const char *const config_tls_level_words[] = {"none", "may", "encrypt", NULL};
+const char *const config_tls_level_words[] = {"none", "may", "encrypt", "verify", NULL};
+static const char *const config_smtpd_tls_level_words[] = {"none", "may", "encrypt", NULL};
 static const char *const config_tls_protocol_words[] = {">=TLSv1.2", ">=TLSv1.3", NULL};
 static const char *const config_log_level_words[] = {"error", "warn", "info", "debug",
                                                      NULL};
@@ -173,7 +174,7 @@ static const struct config_setting config_table[] = {
             "may",
             "none = no STARTTLS; may = STARTTLS offered when a certificate is set; "
             "encrypt = MAIL only after STARTTLS",
-            .choices = config_tls_level_words),
+            .choices = config_smtpd_tls_level_words),
     SETTING("smtpd_tls_protocols", STRING(smtpd_tls_protocols), ">=TLSv1.2",
             "Oldest TLS version accepted from clients",
             .choices = config_tls_protocol_words),
@@ -218,6 +219,13 @@ static const struct config_setting config_table[] = {
             "Messages per second per destination; 0 = no limit"),
     SETTING("max_connection_rate", SIZE(max_connection_rate), "0",
             "New connections per second per destination; 0 = no limit"),
+    SETTING("smtp_tls_security_level", ENUM(smtp_tls_security_level, enum tls_level), "may",
+            "Outbound TLS: none; may = STARTTLS when offered; encrypt = defer without "
+            "TLS; verify = also a certificate valid for the next hop's name",
+            .choices = config_tls_level_words),
+    SETTING("smtp_tls_CAfile", STRING(smtp_tls_CAfile), "",
+            "CA certificates (PEM) for smtp_tls_security_level = verify; "
+            "empty = the system store"),
     SETTING("smtp_connection_reuse_time", TIME(smtp_connection_reuse_time_ms), "5s",
             "How long an idle outbound connection is kept for the next message"),
     SETTING("smtp_connect_timeout", TIME(smtp_connect_timeout_ms), "30s",

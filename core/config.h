@@ -37,8 +37,12 @@ struct listen_endpoint {
 };
 
 /* Postfix's smtpd_tls_security_level: none = no STARTTLS; may = offered
- * when a certificate is configured; encrypt = MAIL only under TLS. */
-enum tls_level { TLS_LEVEL_NONE = 0, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT };
+ * when a certificate is configured; encrypt = MAIL only under TLS.
+ * smtp_tls_security_level (outbound) adds verify: TLS with a certificate
+ * that chains to the CA store and names the next hop. */
+enum tls_level { TLS_LEVEL_NONE = 0, TLS_LEVEL_MAY, TLS_LEVEL_ENCRYPT, TLS_LEVEL_VERIFY };
+/* The words of enum tls_level, in order, NULL-terminated. */
+extern const char *const config_tls_level_words[];
 
 enum durability { DURABILITY_FSYNC = 0, DURABILITY_NONE };
 
@@ -100,6 +104,8 @@ struct config {
     unsigned max_messages_per_connection;
     uint64_t max_message_rate;          /* per destination per second; 0 = none */
     uint64_t max_connection_rate;       /* per destination per second; 0 = none */
+    enum tls_level smtp_tls_security_level;  /* outbound: none, may, encrypt, verify */
+    char *smtp_tls_CAfile;              /* "" = the system CA store */
     uint64_t smtp_connection_reuse_time_ms;   /* idle connection kept for reuse */
     uint64_t smtp_connect_timeout_ms;
     uint64_t smtp_helo_timeout_ms;      /* banner and EHLO replies */

@@ -655,6 +655,7 @@ route_resolve(const struct route_table *t, const struct route_hop *relayhost,
 enum route_key_type {
     ROUTE_KEY_UINT,         /* unsigned, >= min */
     ROUTE_KEY_RATE,         /* struct route_rate */
+    ROUTE_KEY_CHOICE,       /* unsigned: index into choices */
 };
 
 struct route_policy_key {
@@ -662,18 +663,22 @@ struct route_policy_key {
     enum route_key_type type;
     size_t offset;          /* in struct route_limits */
     unsigned min;
+    const char *const *choices;   /* ROUTE_KEY_CHOICE */
 };
 
 #define ROUTE_LIMIT(field) offsetof(struct route_limits, field)
 
 /* Same names as the main.cf settings they override. */
 static const struct route_policy_key route_policy_keys[] = {
-    { "max_connections", ROUTE_KEY_UINT, ROUTE_LIMIT(max_connections), 1 },
+    { "max_connections", ROUTE_KEY_UINT, ROUTE_LIMIT(max_connections), 1, NULL },
     { "max_messages_per_connection", ROUTE_KEY_UINT,
-      ROUTE_LIMIT(max_messages_per_connection), 1 },
-    { "max_rcpt_per_transaction", ROUTE_KEY_UINT, ROUTE_LIMIT(max_rcpt_per_transaction), 1 },
-    { "max_message_rate", ROUTE_KEY_RATE, ROUTE_LIMIT(max_message_rate), 0 },
-    { "max_connection_rate", ROUTE_KEY_RATE, ROUTE_LIMIT(max_connection_rate), 0 },
+      ROUTE_LIMIT(max_messages_per_connection), 1, NULL },
+    { "max_rcpt_per_transaction", ROUTE_KEY_UINT, ROUTE_LIMIT(max_rcpt_per_transaction), 1,
+      NULL },
+    { "max_message_rate", ROUTE_KEY_RATE, ROUTE_LIMIT(max_message_rate), 0, NULL },
+    { "max_connection_rate", ROUTE_KEY_RATE, ROUTE_LIMIT(max_connection_rate), 0, NULL },
+    { "smtp_tls_security_level", ROUTE_KEY_CHOICE, ROUTE_LIMIT(smtp_tls_security_level), 0,
+      config_tls_level_words },
 };
 #define ROUTE_NKEYS (sizeof route_policy_keys / sizeof route_policy_keys[0])
 _Static_assert(ROUTE_NKEYS <= 32, "the set mask is 32 bits");
@@ -712,6 +717,7 @@ route_limits_from_config(struct route_limits *out, const struct config *cfg)
     out->max_rcpt_per_transaction = cfg->max_rcpt_per_transaction;
     out->max_message_rate = (struct route_rate){ cfg->max_message_rate, 1000 };
     out->max_connection_rate = (struct route_rate){ cfg->max_connection_rate, 1000 };
+    out->smtp_tls_security_level = (unsigned)cfg->smtp_tls_security_level;
 }
 
 int
@@ -781,6 +787,18 @@ route_policy_setting(struct route_reader *r, const char *field, struct route_pol
         }
         unsigned u = (unsigned)v;
         memcpy(dst, &u, sizeof u);
+        break;
+    }
+    case ROUTE_KEY_CHOICE: {
+        unsigned c;
+        for (c = 0; k->choices[c] != NULL; c++)
+            if (strcmp(k->choices[c], value) == 0)
+                break;
+        if (k->choices[c] == NULL) {
+            route_errorf(r, r->entry_line, "bad value for %s: '%s'", k->name, value);
+            return -1;
+        }
+        memcpy(dst, &c, sizeof c);
         break;
     }
     case ROUTE_KEY_RATE: {
@@ -881,7 +899,7 @@ route_policy_apply(const struct route_policy_entry *e, struct route_limits *out)
         if (!(e->set & (UINT32_C(1) << i)))
             continue;
         const struct route_policy_key *k = &route_policy_keys[i];
-        size_t size = k->type == ROUTE_KEY_UINT ? sizeof(unsigned) : sizeof(struct route_rate);
+        size_t size = k->type == ROUTE_KEY_RATE ? sizeof(struct route_rate) : sizeof(unsigned);
         memcpy((char *)out + k->offset, (const char *)&e->v + k->offset, size);
     }
 }

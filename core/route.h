@@ -101,6 +101,7 @@ struct route_limits {
     unsigned max_rcpt_per_transaction;
     struct route_rate max_message_rate;
     struct route_rate max_connection_rate;
+    unsigned smtp_tls_security_level;   /* enum tls_level */
 };
 
 /* The main.cf values (rates per second). */

@@ -404,6 +404,26 @@ smtp_client_set_starttls(struct smtp_client *c, bool enable)
     c->want_starttls = enable;
 }
 
+void
+smtp_client_require_tls(struct smtp_client *c, bool require)
+{
+    c->require_tls = require;
+    if (require)
+        c->want_starttls = true;
+}
+
+/* TLS is required and cannot be had from this host: defer politely (QUIT),
+ * like Postfix's "TLS is required, but was not offered by host". */
+static void
+smtpc_tls_required_fail(struct smtp_client *c, const char *why)
+{
+    struct smtpc_reply r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.enh, sizeof r.enh, "4.7.4");
+    snprintf(r.text, sizeof r.text, "TLS is required, but %s", why);
+    smtpc_fail_reply(c, &r, true);
+}
+
 static void
 smtpc_send_ehlo(struct smtp_client *c)
 {
@@ -499,6 +519,11 @@ smtpc_send_starttls_or_ready(struct smtp_client *c)
         smtpc_enter_state(c, SMTPC_ST_STARTTLS);
         return;
     }
+    if (c->require_tls && !c->tls_active) {
+        smtpc_tls_required_fail(c, c->esmtp ? "was not offered by the host"
+                                             : "the host does not speak ESMTP");
+        return;
+    }
     smtpc_ready(c);
 }
 
@@ -532,6 +557,10 @@ on_helo(struct smtp_client *c, const struct smtpc_reply *r)
     if (r->code / 100 == 2) {
         memset(&c->caps, 0, sizeof c->caps);
         c->esmtp = false;
+        if (c->require_tls && !c->tls_active) {
+            smtpc_tls_required_fail(c, "the host does not speak ESMTP");
+            return;
+        }
         smtpc_ready(c);
         return;
     }
@@ -557,23 +586,27 @@ on_starttls(struct smtp_client *c, const struct smtpc_reply *r)
         return;
     }
     if (r->code / 100 == 4 || r->code / 100 == 5) {
-        /* XXX opportunistic only: "TLS required" policy comes with issue 5. */
         c->tls_refused = true;
-        smtpc_ready(c);
+        if (c->require_tls) {
+            smtpc_fail_reply(c, r, true);
+            return;
+        }
+        smtpc_ready(c);   /* opportunistic: go on in plaintext */
         return;
     }
     smtpc_protocol_error(c, "unexpected reply", r->text, strlen(r->text));
 }
 
 unsigned
-smtp_client_tls_done(struct smtp_client *c, int res, uint64_t now_ms)
+smtp_client_tls_done(struct smtp_client *c, int res, const char *why, uint64_t now_ms)
 {
     c->now_ms = now_ms;
     if (c->state != SMTPC_ST_TLS)
         return c->actions;
     c->actions &= ~SMTPC_ACT_START_TLS;
     if (res < 0) {
-        smtpc_fail(c, "4.7.0", "TLS handshake failed");
+        smtpc_fail(c, "4.7.5", "TLS handshake failed%s%s", why && why[0] ? ": " : "",
+                   why ? why : "");
         return c->actions;
     }
     /* RFC 3207 §4.2: "The client MUST discard any knowledge obtained from

@@ -198,6 +198,7 @@ struct smtp_client {
     uint64_t deadline_ms;          /* UINT64_MAX: none */
     bool esmtp;                    /* EHLO accepted */
     bool want_starttls;            /* smtp_client_set_starttls() */
+    bool require_tls;              /* smtp_client_require_tls() */
     bool tls_active;               /* handshake completed */
     bool tls_refused;              /* STARTTLS offered but refused */
     uint32_t discarded;            /* octets dropped after 220 to STARTTLS */
@@ -222,15 +223,20 @@ void smtp_client_init(struct smtp_client *c, const struct config *cfg, const cha
 void smtp_client_free(struct smtp_client *c);
 
 /* Before the EHLO reply arrives: issue STARTTLS when the peer offers it.
- * Hook only (TLS comes in issue 5): on 220 the client discards every octet
- * already received after that reply (CVE-2021-38371, RELIABILITY row 8) and
- * sets START_TLS; io/ must also drop any plaintext it holds, run the
- * handshake and call smtp_client_tls_done(). A refused STARTTLS continues
- * in plaintext (c->tls_refused; policy for "TLS required" comes later). */
+ * On 220 the client discards every octet already received after that reply
+ * (CVE-2021-38371, RELIABILITY row 8) and sets START_TLS; io/ must also
+ * drop any plaintext it holds, run the handshake and call
+ * smtp_client_tls_done(). A refused STARTTLS continues in plaintext
+ * (c->tls_refused) unless TLS is required. */
 void smtp_client_set_starttls(struct smtp_client *c, bool enable);
+/* TLS is required (smtp_tls_security_level encrypt or verify): a host that
+ * does not offer STARTTLS, or refuses it, fails the connection with 4.7.4
+ * after a QUIT (every recipient deferred). Implies set_starttls(true). */
+void smtp_client_require_tls(struct smtp_client *c, bool require);
 /* The handshake finished: res 0 sends EHLO again with everything learnt
- * before forgotten (RFC 3207 §4.2); res < 0 fails the connection. */
-unsigned smtp_client_tls_done(struct smtp_client *c, int res, uint64_t now_ms);
+ * before forgotten (RFC 3207 §4.2); res < 0 fails the connection (4.7.5,
+ * why says what went wrong, may be NULL). */
+unsigned smtp_client_tls_done(struct smtp_client *c, int res, const char *why, uint64_t now_ms);
 
 /*
  * Octets from the peer, in order, any split. Complete replies are acted on;

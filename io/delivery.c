@@ -19,6 +19,18 @@
  * then is the scheduler told (retry, drop). A crash between the remote 250
  * and that fsync means one more delivery later, never a loss.
  *
+ * TLS (STARTTLS, RFC 3207): smtp_tls_security_level (main.cf, overridable
+ * per destination) says none, may (when offered), encrypt (defer without
+ * it) or verify (also a certificate for the next hop's name from the CA
+ * store). The stream is io/tls over memory BIOs: ciphertext is received
+ * into rbuf and decrypted into the worker's scratch buffer for the client
+ * session; plaintext to send (commands, body pieces straight from the
+ * mapping) is encrypted into tls_ct and that is what the ring sends. A
+ * plaintext piece counts as sent once all of its ciphertext is. Sessions
+ * are cached per destination for resumption; an opportunistic handshake
+ * that fails makes the next connections to that destination plaintext for
+ * an hour (out_tls_cache), as the TLS would have been optional anyway.
+ *
  * user_data: every SQE of an outbound connection points at one of its
  * embedded struct out_op (16-byte aligned) tagged OP_OUT; the op's kind says
  * which completion it is. The connection is freed only after its close
@@ -43,11 +55,15 @@
 #include "smtp_client.h"
 #include "smtp_params.h"
 #include "smtp_reply.h"
+#include "tls.h"
 #include "worker.h"
 
 #define OUT_RBUF 4096
 #define OUT_STUFF_BUF 16384
 #define OUT_MAX_ADDRS 16
+#define OUT_TLS_PIECE (64u << 10)       /* plaintext encrypted per send */
+#define OUT_TLS_CACHE 256               /* destinations with a TLS memory */
+#define OUT_TLS_PLAINTEXT_HOLD_MS (3600u * 1000)
 
 enum out_kind { OUT_CONNECT = 1, OUT_LINK_TIMEOUT, OUT_RECV, OUT_SEND, OUT_CLOSE };
 
@@ -71,6 +87,9 @@ struct outconn {
     bool send_armed;
     bool close_submitted;
     bool conn_ok_reported;
+    bool retry_next_addr;       /* closing to try the next address of this hop */
+    bool session_failed;        /* last_error is an SMTP/TLS failure, not a connect one */
+    char last_enh[12];
     bool sending_body;
     /* where to connect */
     struct netaddr addrs[OUT_MAX_ADDRS];
@@ -80,7 +99,7 @@ struct outconn {
     char peer[96];              /* "mx.example[192.0.2.1]:25" for logs */
     struct sockaddr_storage sa;
     struct __kernel_timespec connect_ts;
-    char last_error[200];
+    char last_error[400];
     /* the SMTP session */
     struct smtp_client smtp;
     bool smtp_inited;
@@ -104,7 +123,25 @@ struct outconn {
     bool stuff_finished;
     unsigned messages;
     uint64_t idle_since_ms;
+    /* TLS: once tls_on, everything on the socket is TLS */
+    bool tls_on;
+    bool tls_ctl;               /* the send in flight carries no plaintext */
+    bool tls_failed;            /* no session worth keeping */
+    bool tls_fell_back;         /* this attempt already retried an address in plaintext */
+    unsigned tls_level;         /* enum tls_level for this connection */
+    struct tls_stream tls;
+    struct smtp_outbuf tls_ct;  /* ciphertext being sent */
+    size_t tls_ct_sent;
+    size_t tls_plain_pending;   /* plaintext octets that ciphertext carries */
     struct outconn *next;
+};
+
+/* What a worker remembers per destination about TLS: a session to resume,
+ * and, after an opportunistic handshake failed, until when to skip TLS. */
+struct out_tls_memory {
+    char key[128];
+    SSL_SESSION *session;
+    uint64_t plaintext_until_ms;
 };
 
 /* A finished transaction waiting for its RCPT_STATUS records (and the
@@ -124,6 +161,7 @@ struct delivery {
     struct outconn *conns;
     struct outcome *waiting;
     unsigned nconns;
+    struct out_tls_memory tls_memory[OUT_TLS_CACHE];
 };
 
 static void out_close(struct worker *w, struct outconn *oc);
@@ -162,6 +200,8 @@ delivery_free(struct worker *w)
         return;
     scheduler_free(dl->sched);
     dns_free(dl->dns);
+    for (size_t i = 0; i < OUT_TLS_CACHE; i++)
+        tls_session_free(dl->tls_memory[i].session);
     xfree(dl);
     w->delivery = NULL;
 }
@@ -516,13 +556,169 @@ out_arm_recv(struct worker *w, struct outconn *oc)
 }
 
 static void
-out_send(struct worker *w, struct outconn *oc, const void *p, size_t n)
+out_send_raw(struct worker *w, struct outconn *oc, const void *p, size_t n)
 {
     struct io_uring_sqe *sqe = worker_sqe(w);
     io_uring_prep_send(sqe, oc->fd, p, n, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud_pack(OP_OUT, &oc->op_send));
     oc->send_armed = true;
     oc->inflight++;
+}
+
+/* Sends n plaintext octets: as they are, or encrypted (with whatever else
+ * the stream has queued: handshake messages, alerts) when TLS is on. */
+static void
+out_send(struct worker *w, struct outconn *oc, const void *p, size_t n)
+{
+    if (!oc->tls_on) {
+        out_send_raw(w, oc, p, n);
+        return;
+    }
+    if (n > 0 && tls_stream_write(&oc->tls, p, n) < 0)
+        log_info("TLS write to %s failed: %s", oc->peer, oc->tls.error);
+    oc->tls_plain_pending = n;
+    oc->tls_ctl = (n == 0);
+    oc->tls_ct.len = 0;
+    oc->tls_ct_sent = 0;
+    tls_stream_take_output(&oc->tls, &oc->tls_ct);
+    out_send_raw(w, oc, oc->tls_ct.data, oc->tls_ct.len);
+}
+
+/* --- TLS ---------------------------------------------------------------------- */
+
+static struct out_tls_memory *
+out_tls_memory(struct worker *w, const char *key)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    struct out_tls_memory *m = &w->delivery->tls_memory[h % OUT_TLS_CACHE];
+    if (strncmp(m->key, key, sizeof m->key) != 0) {
+        /* Another destination had this slot: forget it. */
+        tls_session_free(m->session);
+        memset(m, 0, sizeof *m);
+        snprintf(m->key, sizeof m->key, "%s", key);
+    }
+    return m;
+}
+
+/* The TLS level of a new connection, and the client session's part in it. */
+static void
+out_tls_configure(struct worker *w, struct outconn *oc)
+{
+    oc->tls_level = oc->dest->limits.smtp_tls_security_level;
+    if (w->d->smtp_tls == NULL)
+        oc->tls_level = TLS_LEVEL_NONE;
+    if (oc->tls_level == TLS_LEVEL_MAY) {
+        const struct out_tls_memory *m = out_tls_memory(w, oc->dest->key);
+        if (worker_unix_ms() < m->plaintext_until_ms)
+            oc->tls_level = TLS_LEVEL_NONE;
+    }
+    if (oc->tls_level >= TLS_LEVEL_ENCRYPT)
+        smtp_client_require_tls(&oc->smtp, true);
+    else
+        smtp_client_set_starttls(&oc->smtp, oc->tls_level == TLS_LEVEL_MAY);
+}
+
+/* The name the certificate must carry: the MX (or relayhost) name we
+ * connected to. */
+static const char *
+out_peer_name(const struct outconn *oc)
+{
+    unsigned i = oc->next_addr ? oc->next_addr - 1 : 0;
+    return oc->names[i];
+}
+
+/* 220 to STARTTLS: the plaintext is behind us (the client dropped what
+ * followed the 220); the handshake starts with our ClientHello. */
+static void
+out_tls_start(struct worker *w, struct outconn *oc)
+{
+    const char *name = out_peer_name(oc);
+    struct out_tls_memory *m = out_tls_memory(w, oc->dest->key);
+    if (tls_stream_client(&oc->tls, w->d->smtp_tls, name,
+                          oc->tls_level == TLS_LEVEL_VERIFY ? name : NULL, m->session)
+        < 0) {
+        smtp_client_tls_done(&oc->smtp, -1, oc->tls.error, worker_mono_ms());
+        return;
+    }
+    oc->tls_on = true;
+    tls_stream_handshake(&oc->tls);   /* TLS_AGAIN: the hello is queued */
+}
+
+/* The handshake could not finish. For opportunistic TLS the destination is
+ * tried in plaintext next (Postfix does the same for "may"). */
+static void
+out_tls_failed(struct worker *w, struct outconn *oc, const char *why)
+{
+    oc->tls_failed = true;
+    log_info("TLS handshake with %s failed: %s%s", oc->peer, why,
+             oc->tls_level == TLS_LEVEL_MAY ? "; next connections in plaintext" : "");
+    if (oc->tls_level == TLS_LEVEL_MAY) {
+        struct out_tls_memory *m = out_tls_memory(w, oc->dest->key);
+        m->plaintext_until_ms = worker_unix_ms() + OUT_TLS_PLAINTEXT_HOLD_MS;
+        tls_session_free(m->session);
+        m->session = NULL;
+    }
+    smtp_client_tls_done(&oc->smtp, -1, why, worker_mono_ms());
+}
+
+/* Ciphertext arrived: the handshake first, then plaintext for the client. */
+static void
+out_tls_input(struct worker *w, struct outconn *oc, const uint8_t *p, size_t n)
+{
+    tls_stream_feed(&oc->tls, p, n);
+    if (!oc->tls.handshake_done) {
+        enum tls_result r = tls_stream_handshake(&oc->tls);
+        if (r == TLS_AGAIN)
+            return;
+        if (r != TLS_DONE) {
+            out_tls_failed(w, oc, r == TLS_CLOSED ? "closed by the server" : oc->tls.error);
+            return;
+        }
+        bool verified = tls_stream_peer_verified(&oc->tls);
+        log_info("TLS to %s: %s with cipher %s (%d bits), %s%s", oc->peer,
+                 tls_stream_version(&oc->tls), tls_stream_cipher(&oc->tls),
+                 tls_stream_cipher_bits(&oc->tls),
+                 verified ? "verified" : "unverified",
+                 tls_stream_resumed(&oc->tls) ? ", resumed" : "");
+        smtp_client_tls_done(&oc->smtp, 0, NULL, worker_mono_ms());
+    }
+    for (;;) {
+        long got = tls_stream_read(&oc->tls, w->tls_scratch, WORKER_TLS_SCRATCH);
+        if (got == 0)
+            return;
+        if (got < 0) {
+            if (got == TLS_ERROR) {
+                oc->tls_failed = true;
+                log_info("TLS error from %s: %s", oc->peer, oc->tls.error);
+            }
+            smtp_client_peer_closed(&oc->smtp, worker_mono_ms());
+            return;
+        }
+        smtp_client_input(&oc->smtp, w->tls_scratch, (size_t)got, worker_mono_ms());
+    }
+}
+
+/* A connection that ends: keep its session for the next one. */
+static void
+out_tls_finish(struct worker *w, struct outconn *oc)
+{
+    if (!oc->tls_on)
+        return;
+    if (oc->tls.handshake_done && !oc->tls_failed) {
+        /* After close_notify: an SSL freed without it marks its session
+         * unresumable (OpenSSL's ssl_clear_bad_session). */
+        tls_stream_shutdown(&oc->tls);
+        SSL_SESSION *s = tls_stream_session(&oc->tls);
+        if (s != NULL) {
+            struct out_tls_memory *m = out_tls_memory(w, oc->dest->key);
+            tls_session_free(m->session);
+            m->session = s;
+        }
+    }
+    tls_stream_free(&oc->tls);
+    oc->tls_on = false;
 }
 
 static void
@@ -574,14 +770,20 @@ out_try_connect(struct worker *w, struct outconn *oc)
         oc->inflight += 2;
         return;
     }
-    /* No address left: a connection-level failure for the destination. */
+    /* No address left: a connection-level failure for the destination. The
+     * session failure that sent us here was already fed to AIMD. */
     struct delivery *dl = w->delivery;
     uint64_t now = worker_unix_ms();
-    scheduler_conn_failed(dl->sched, oc->dest, now);
-    char text[300];
-    snprintf(text, sizeof text, "connect to %s: %s", oc->dest->key,
-             oc->last_error[0] ? oc->last_error : "no address");
-    out_fail_destination(w, oc, SCHEDULER_DEFERRED, "4.4.1", text);
+    char text[600];
+    if (oc->session_failed) {
+        snprintf(text, sizeof text, "%s", oc->last_error);
+    } else {
+        scheduler_conn_failed(dl->sched, oc->dest, now);
+        snprintf(text, sizeof text, "connect to %s: %s", oc->dest->key,
+                 oc->last_error[0] ? oc->last_error : "no address");
+    }
+    out_fail_destination(w, oc, SCHEDULER_DEFERRED,
+                         oc->session_failed && oc->last_enh[0] ? oc->last_enh : "4.4.1", text);
     out_close(w, oc);
 }
 
@@ -746,7 +948,8 @@ out_send_body(struct worker *w, struct outconn *oc)
         if (!stuff) {
             /* Zero-copy from the page cache: the kernel copies once into the
              * socket buffer. XXX: SEND_ZC for large bodies. */
-            size_t n = left > (1u << 20) ? (1u << 20) : (size_t)left;
+            size_t piece = oc->tls_on ? OUT_TLS_PIECE : (1u << 20);
+            size_t n = left > piece ? piece : (size_t)left;
             oc->body_off += n;
             oc->body_sent_total += n;
             oc->body_pending = n;
@@ -810,12 +1013,36 @@ out_flush(struct worker *w, struct outconn *oc)
         scheduler_conn_ok(dl->sched, oc->dest, now);
     }
     if (c->failed && !oc->conn_ok_reported) {
-        /* A 421 greeting, no banner, EHLO trouble: AIMD backs off. */
+        /* A 421 greeting, no banner, EHLO or TLS trouble: AIMD backs off,
+         * and the next address of the hop is tried in this same attempt
+         * (Postfix does so for 4xx and, smtp_skip_5xx_greeting, 5xx
+         * greetings); when none is left the ready jobs are deferred with
+         * this reason (out_try_connect). */
         oc->conn_ok_reported = true;
         scheduler_conn_failed(dl->sched, oc->dest, now);
+        oc->session_failed = true;
+        oc->retry_next_addr = !atomic_load(&w->d->stopping);
+        if (oc->tls_failed && oc->tls_level == TLS_LEVEL_MAY && !oc->tls_fell_back
+            && oc->next_addr > 0) {
+            oc->tls_fell_back = true;   /* the same address again, in plaintext */
+            oc->next_addr--;
+        }
+        snprintf(oc->last_enh, sizeof oc->last_enh, "%s", c->failure.enh);
+        snprintf(oc->last_error, sizeof oc->last_error, "%s said %s: %s", oc->peer,
+                 smtp_client_state_context(c->fail_state), c->failure.text);
+        log_info("%s: session failed %s: %s", oc->peer,
+                 smtp_client_state_context(c->fail_state), c->failure.text);
+    }
+    if (c->actions & SMTPC_ACT_START_TLS) {
+        c->actions &= ~SMTPC_ACT_START_TLS;
+        out_tls_start(w, oc);
     }
     if (oc->send_armed)
         return;
+    if (oc->tls_on && tls_stream_output_pending(&oc->tls) > 0 && c->out.len == 0) {
+        out_send(w, oc, NULL, 0);   /* handshake messages, alerts */
+        return;
+    }
     if (c->out.len > 0) {
         oc->sending.len = 0;
         smtp_client_take_output(c, &oc->sending);
@@ -893,6 +1120,29 @@ out_close(struct worker *w, struct outconn *oc)
      * inside a DNS callback now). */
 }
 
+/* After a failed session, the same connection object goes on with the
+ * next address: everything of the closed socket's session is dropped. */
+static void
+out_reset_for_next_addr(struct worker *w, struct outconn *oc)
+{
+    out_tls_finish(w, oc);
+    if (oc->smtp_inited)
+        smtp_client_free(&oc->smtp);
+    oc->smtp_inited = false;
+    oc->fd = -1;
+    oc->phase = OUT_RESOLVING;
+    oc->close_submitted = false;
+    oc->recv_armed = false;
+    oc->send_armed = false;
+    oc->conn_ok_reported = false;
+    oc->retry_next_addr = false;
+    oc->sending_body = false;
+    oc->sending.len = 0;
+    oc->sent = 0;
+    oc->idle_since_ms = 0;
+    oc->messages = 0;
+}
+
 static void
 out_free(struct worker *w, struct outconn *oc)
 {
@@ -905,9 +1155,11 @@ out_free(struct worker *w, struct outconn *oc)
     }
     dl->nconns--;
     scheduler_conn_closed(dl->sched, oc->dest);
+    out_tls_finish(w, oc);
     if (oc->smtp_inited)
         smtp_client_free(&oc->smtp);
     outbuf_free(&oc->sending);
+    outbuf_free(&oc->tls_ct);
     xfree(oc->rcpt_ptrs);
     xfree(oc->stuff);
     xfree(oc);
@@ -943,13 +1195,20 @@ delivery_on_cqe(struct worker *w, void *ptr, struct io_uring_cqe *cqe)
         oc->phase = OUT_SMTP;
         smtp_client_init(&oc->smtp, w->d->cfg, w->d->hostname, worker_mono_ms());
         oc->smtp_inited = true;
+        out_tls_configure(w, oc);
         break;
     case OUT_RECV:
         oc->recv_armed = false;
         if (oc->phase != OUT_SMTP)
             break;
         if (res <= 0) {
-            smtp_client_peer_closed(&oc->smtp, worker_mono_ms());
+            if (oc->tls_on && !oc->tls.handshake_done)
+                out_tls_failed(w, oc, "connection closed during the handshake");
+            else
+                smtp_client_peer_closed(&oc->smtp, worker_mono_ms());
+        } else if (oc->tls_on) {
+            oc->idle_since_ms = 0;
+            out_tls_input(w, oc, oc->rbuf, (size_t)res);
         } else {
             oc->idle_since_ms = 0;
             smtp_client_input(&oc->smtp, oc->rbuf, (size_t)res, worker_mono_ms());
@@ -963,6 +1222,20 @@ delivery_on_cqe(struct worker *w, void *ptr, struct io_uring_cqe *cqe)
             smtp_client_peer_closed(&oc->smtp, worker_mono_ms());
             oc->sending_body = false;
             break;
+        }
+        if (oc->tls_on) {
+            /* Ciphertext: all of it, then the plaintext it carries counts. */
+            oc->tls_ct_sent += (size_t)res;
+            if (oc->tls_ct_sent < oc->tls_ct.len) {
+                out_send_raw(w, oc, oc->tls_ct.data + oc->tls_ct_sent,
+                             oc->tls_ct.len - oc->tls_ct_sent);
+                return;
+            }
+            if (oc->tls_ctl) {
+                oc->tls_ctl = false;
+                break;
+            }
+            res = (int)oc->tls_plain_pending;
         }
         if (oc->sending.len > 0 && !oc->sending_body) {
             oc->sent += (size_t)res;
@@ -990,6 +1263,11 @@ delivery_on_cqe(struct worker *w, void *ptr, struct io_uring_cqe *cqe)
         }
         break;
     case OUT_CLOSE:
+        if (oc->retry_next_addr) {
+            out_reset_for_next_addr(w, oc);
+            out_try_connect(w, oc);
+            return;
+        }
         out_free(w, oc);
         return;
     }

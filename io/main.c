@@ -72,6 +72,14 @@ daemon_tls_init(struct daemon *d)
             return -1;
         }
     }
+    if (cfg->smtp_tls_security_level != TLS_LEVEL_NONE || cfg->destination_policy[0]) {
+        char err[512];
+        d->smtp_tls = tls_client_new(cfg->smtp_tls_CAfile, err, sizeof err);
+        if (d->smtp_tls == NULL) {
+            log_error("outbound TLS: %s", err);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -355,6 +363,7 @@ main(int argc, char **argv)
     for (size_t i = 0; d.listen_tls != NULL && i < cfg.nlisten; i++)
         tls_server_free(d.listen_tls[i]);
     xfree(d.listen_tls);
+    tls_client_free(d.smtp_tls);
     xfree(d.workers);
     xfree(overrides);
     config_free(&cfg);

@@ -7,6 +7,7 @@
  */
 #include "tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -224,6 +225,13 @@ tls_stream_server(struct tls_stream *ts, struct tls_server *t)
     return 0;
 }
 
+static bool
+tls_is_ip_literal(const char *name)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
+}
+
 int
 tls_stream_client(struct tls_stream *ts, struct tls_client *t, const char *sni,
                   const char *verify_name, SSL_SESSION *resume)
@@ -234,14 +242,20 @@ tls_stream_client(struct tls_stream *ts, struct tls_client *t, const char *sni,
         tls_error_text(ts->error, sizeof ts->error, "SSL_new failed");
         return -1;
     }
-    if (sni != NULL && sni[0] && sni[0] != '[')
+    /* RFC 6066 §3: SNI carries host names, never address literals. */
+    if (sni != NULL && sni[0] && !tls_is_ip_literal(sni))
         SSL_set_tlsext_host_name(ssl, sni);
     /* The name is always set, so the verification result says whether the
-     * certificate matches; it is enforced only when verify_name is given. */
+     * certificate matches; it is enforced only when verify_name is given.
+     * An address (a relayhost written [192.0.2.1]) must be in an IP SAN. */
     const char *name = verify_name != NULL ? verify_name : sni;
-    if (name != NULL && name[0] && name[0] != '[') {
-        SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        SSL_set1_host(ssl, name);
+    if (name != NULL && name[0]) {
+        if (tls_is_ip_literal(name)) {
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
+        } else {
+            SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            SSL_set1_host(ssl, name);
+        }
     }
     SSL_set_verify(ssl, verify_name != NULL ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     if (resume != NULL)

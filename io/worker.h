@@ -86,6 +86,7 @@ struct daemon {
     /* TLS: one server context per listen endpoint (NULL = no TLS there);
      * reloaded in place on SIGHUP */
     struct tls_server **listen_tls;
+    struct tls_client *smtp_tls;        /* outbound STARTTLS, NULL = none */
 };
 
 struct listener {

@@ -415,6 +415,32 @@ Test(route, policy_overrides_cascade_from_general_to_specific)
     config_free(&cfg);
 }
 
+Test(route, policy_sets_the_tls_level_per_destination)
+{
+    struct config cfg;
+    struct route_limits l;
+    config_init(&cfg);
+    cr_assert_eq(cfg.smtp_tls_security_level, TLS_LEVEL_MAY);
+    struct route_policy *p = policy("bank.example smtp_tls_security_level=verify\n"
+                                    ".corp.example smtp_tls_security_level=encrypt\n"
+                                    "legacy.example smtp_tls_security_level=none\n");
+    route_policy_lookup(p, &cfg, "bank.example", &l);
+    cr_assert_eq(l.smtp_tls_security_level, TLS_LEVEL_VERIFY);
+    route_policy_lookup(p, &cfg, "mx.corp.example", &l);
+    cr_assert_eq(l.smtp_tls_security_level, TLS_LEVEL_ENCRYPT);
+    route_policy_lookup(p, &cfg, "legacy.example", &l);
+    cr_assert_eq(l.smtp_tls_security_level, TLS_LEVEL_NONE);
+    route_policy_lookup(p, &cfg, "other.example", &l);
+    cr_assert_eq(l.smtp_tls_security_level, TLS_LEVEL_MAY);
+    route_policy_free(p);
+    struct route_policy *bad = NULL;
+    char err[256];
+    static const char text[] = "x.example smtp_tls_security_level=maybe\n";
+    cr_assert_eq(route_policy_parse(&bad, text, sizeof text - 1, "dp", err, sizeof err), -1);
+    cr_assert_not_null(strstr(err, "smtp_tls_security_level"), "%s", err);
+    config_free(&cfg);
+}
+
 ParameterizedTestParameters(route, policy_errors_name_the_line)
 {
     static struct error_case cases[] = {

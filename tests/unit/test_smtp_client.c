@@ -1266,7 +1266,7 @@ Test(smtp_client, starttls_discards_everything_buffered_after_its_220)
     PLAY("S: 250 more\r\n");
     cr_assert_not(H.c.failed);
     /* RFC 3207 §4.2: after the handshake, forget and EHLO again. */
-    smtp_client_tls_done(&H.c, 0, H.now);
+    smtp_client_tls_done(&H.c, 0, NULL, H.now);
     h_collect();
     cr_assert_not(H.c.caps.chunking, "pre-TLS extensions are forgotten");
     PLAY("C: EHLO " HELO, "S: 250-mx\r\n250 STARTTLS\r\n", "I:");
@@ -1279,10 +1279,40 @@ Test(smtp_client, failed_handshake_fails_the_connection)
     h_connect();
     smtp_client_set_starttls(&H.c, true);
     PLAY(GREET, "S: 250-mx\r\n250 STARTTLS\r\n", "C: STARTTLS", "S: 220 go\r\n");
-    smtp_client_tls_done(&H.c, -1, H.now);
+    smtp_client_tls_done(&H.c, -1, "bad certificate", H.now);
     h_collect();
     PLAY("X:");
-    cr_assert_str_eq(H.c.failure.enh, "4.7.0");
+    cr_assert_str_eq(H.c.failure.enh, "4.7.5");
+    cr_assert_not_null(strstr(H.c.failure.text, "bad certificate"), "%s", H.c.failure.text);
+}
+
+Test(smtp_client, required_tls_not_offered_defers_after_quit)
+{
+    h_connect();
+    smtp_client_require_tls(&H.c, true);
+    PLAY(GREET, "S: 250-mx\r\n250 PIPELINING\r\n", "C: QUIT", "S: 221 bye\r\n", "X:");
+    cr_assert(H.c.failed);
+    cr_assert_str_eq(H.c.failure.enh, "4.7.4");
+    cr_assert_not_null(strstr(H.c.failure.text, "TLS is required"), "%s", H.c.failure.text);
+}
+
+Test(smtp_client, required_tls_refused_defers_with_the_reply)
+{
+    h_connect();
+    smtp_client_require_tls(&H.c, true);
+    PLAY(GREET, "S: 250-mx\r\n250 STARTTLS\r\n", "C: STARTTLS", "S: 454 4.7.0 no tls\r\n",
+         "C: QUIT", "S: 221 bye\r\n", "X:");
+    cr_assert(H.c.failed);
+    cr_assert_eq(H.c.failure.code, 454);
+}
+
+Test(smtp_client, required_tls_and_helo_only_host_defers)
+{
+    h_connect();
+    smtp_client_require_tls(&H.c, true);
+    PLAY(GREET, "S: 502 no ehlo\r\n", "C: HELO " HELO, "S: 250 mx\r\n", "C: QUIT",
+         "S: 221 bye\r\n", "X:");
+    cr_assert_str_eq(H.c.failure.enh, "4.7.4");
 }
 
 Test(smtp_client, refused_starttls_continues_in_plaintext)
