@@ -29,6 +29,9 @@
 /* Octets a client may send ahead while we wait for the disk or tarpit it:
  * plenty for honest pipelining, bounded for the rest. */
 #define SMTP_PENDING_MAX (256 * 1024)
+/* RFC 4954 §4: "the AUTH command ... line length limit of 12288 octets";
+ * plus the CRLF. Applies to AUTH lines and SASL responses only. */
+#define SMTP_AUTH_LINE_MAX (12288 + 2)
 
 enum {
     /* Allowed before EHLO/HELO. */
@@ -63,6 +66,8 @@ static void cmd_help(struct smtp_server *s, const char *args, size_t len);
 static void cmd_starttls(struct smtp_server *s, const char *args, size_t len);
 static void cmd_auth(struct smtp_server *s, const char *args, size_t len);
 static void smtp_abort_body_if_any(struct smtp_server *s);
+static void smtp_auth_response(struct smtp_server *s, const char *line, size_t len);
+static bool smtp_auth_offered(const struct smtp_server *s);
 
 static const struct smtp_command smtp_commands[] = {
     { "EHLO", CMD_BEFORE_HELO | CMD_ENDS_GROUP, cmd_ehlo },
@@ -262,6 +267,11 @@ smtp_server_tls_started(struct smtp_server *s, const char *proto, const char *ci
     s->helo[0] = '\0';
     s->esmtp = false;
     s->authenticated = false;
+    s->auth_user[0] = '\0';
+    if (s->sasl != NULL) {
+        sasl_server_reset(s->sasl);
+        s->sasl = xfree(s->sasl);
+    }
     s->pending_len = 0;
     s->line_len = 0;
     s->line_overflow = false;
@@ -279,6 +289,10 @@ smtp_server_free(struct smtp_server *s)
     s->line = xfree(s->line);
     s->pending = xfree(s->pending);
     s->txn.rcpts = xfree(s->txn.rcpts);
+    if (s->sasl != NULL) {
+        sasl_server_reset(s->sasl);
+        s->sasl = xfree(s->sasl);
+    }
 }
 
 void
@@ -355,7 +369,7 @@ smtp_can_execute(const struct smtp_server *s)
     case SMTP_ST_MAIL:
     case SMTP_ST_RCPT:
         return !(s->actions & SMTP_ACT_HOLD) && !(s->actions & SMTP_ACT_BEGIN_BODY)
-               && !s->starttls_wait;
+               && !s->starttls_wait && !s->auth_checking;
     default:
         return false;
     }
@@ -399,6 +413,10 @@ smtp_is_foreign_verb(const char *verb, size_t len)
 static void
 smtp_execute_line(struct smtp_server *s, const char *line, size_t len, bool more_input)
 {
+    if (s->sasl != NULL) {
+        smtp_auth_response(s, line, len);   /* not a command: the SASL exchange */
+        return;
+    }
     size_t vlen = 0;
     while (vlen < len && line[vlen] != ' ')
         vlen++;
@@ -453,6 +471,10 @@ smtp_line_complete(struct smtp_server *s, const char *line, size_t len, bool mor
     if (s->line_overflow) {
         s->line_overflow = false;
         s->line_has_nul = false;
+        if (s->sasl != NULL) {   /* an over-long SASL response ends the exchange */
+            sasl_server_reset(s->sasl);
+            s->sasl = xfree(s->sasl);
+        }
         smtp_error(s, "500 5.5.6 Error: line too long");
         return;
     }
@@ -482,6 +504,36 @@ smtp_line_complete(struct smtp_server *s, const char *line, size_t len, bool mor
         smtp_set_command_deadline(s);
 }
 
+static bool
+smtp_auth_offered(const struct smtp_server *s)
+{
+    return s->auth_available && (s->tls_active || !s->cfg->smtpd_tls_auth_only);
+}
+
+/*
+ * The longest line allowed for the line that starts with the octets
+ * assembled so far and p[0..seg): the command line limit, or RFC 4954's
+ * 12288 octets for an AUTH command or a SASL response when AUTH is offered.
+ */
+static size_t
+smtp_line_limit(const struct smtp_server *s, const uint8_t *p, size_t seg)
+{
+    size_t limit = s->cfg->smtpd_command_line_limit;
+    if (limit >= SMTP_AUTH_LINE_MAX || !smtp_auth_offered(s))
+        return limit;
+    if (s->sasl != NULL)
+        return SMTP_AUTH_LINE_MAX;
+    char head[5];
+    size_t k = 0;
+    for (; k < s->line_len && k < sizeof head; k++)
+        head[k] = s->line[k];
+    for (size_t j = 0; k < sizeof head && j < seg; j++)
+        head[k++] = (char)p[j];
+    if (k == sizeof head && strncasecmp(head, "AUTH ", 5) == 0)
+        return SMTP_AUTH_LINE_MAX;
+    return limit;
+}
+
 /*
  * Runs commands from p[0..n) while the session can execute them. Returns the
  * octets used; the caller keeps the rest for later.
@@ -489,11 +541,11 @@ smtp_line_complete(struct smtp_server *s, const char *line, size_t len, bool mor
 static size_t
 smtp_process(struct smtp_server *s, const uint8_t *p, size_t n)
 {
-    size_t limit = s->cfg->smtpd_command_line_limit;
     size_t i = 0;
     while (i < n && smtp_can_execute(s)) {
         const uint8_t *lf = memchr(p + i, '\n', n - i);
         size_t seg = (lf ? (size_t)(lf - (p + i)) + 1 : n - i);
+        size_t limit = smtp_line_limit(s, p + i, seg);
         if (s->line_len == 0 && lf != NULL && !s->line_overflow && seg <= limit) {
             /* Fast path: the whole line is in this buffer. */
             i += seg;
@@ -506,8 +558,10 @@ smtp_process(struct smtp_server *s, const uint8_t *p, size_t n)
                 s->line_overflow = true;
                 s->line_len = 0;
             } else {
-                if (s->line == NULL)
-                    s->line = xmalloc(limit);
+                if (s->line_cap < limit) {
+                    s->line = xrealloc(s->line, limit);
+                    s->line_cap = (uint32_t)limit;
+                }
                 memcpy(s->line + s->line_len, p + i, seg);
                 s->line_len += (uint32_t)seg;
             }
@@ -623,6 +677,8 @@ cmd_ehlo(struct smtp_server *s, const char *args, size_t len)
     outbuf_printf_line(&s->out, "250-DSN");
     if (smtp_starttls_offered(s))
         outbuf_printf_line(&s->out, "250-STARTTLS");
+    if (smtp_auth_offered(s))
+        outbuf_printf_line(&s->out, "250-AUTH %s", sasl_mech_list());
     outbuf_printf_line(&s->out, "250 CHUNKING");
     s->actions |= SMTP_ACT_SEND;
     smtp_enter_state(s, SMTP_ST_READY);
@@ -721,6 +777,12 @@ cmd_mail(struct smtp_server *s, const char *args, size_t len)
     }
     if (s->tls_required && !s->tls_active) {
         smtp_error(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
+    /* RFC 6409 §4.3: a submission server authenticates its clients. */
+    if ((s->kind == LISTENER_SUBMISSION || s->kind == LISTENER_SUBMISSIONS)
+        && !s->authenticated) {
+        smtp_error(s, "530 5.7.0 Authentication required");
         return;
     }
     if (t->sender.utf8 && !t->params.smtputf8) {
@@ -1005,12 +1067,121 @@ cmd_starttls(struct smtp_server *s, const char *args, size_t len)
     s->actions |= SMTP_ACT_STARTTLS;
 }
 
+/* A SASL status that ends the exchange without a check: its reply. A
+ * malformed exchange counts as an error, like any bad command. */
+static void
+smtp_auth_ended(struct smtp_server *s, enum sasl_status st)
+{
+    s->sasl = xfree(s->sasl);
+    smtp_error(s, "%s", sasl_status_reply(st));
+}
+
+static void
+smtp_auth_status(struct smtp_server *s, enum sasl_status st, const char *challenge)
+{
+    switch (st) {
+    case SASL_CHALLENGE:
+        smtp_reply(s, "334 %s", challenge);
+        return;
+    case SASL_CHECK:
+        s->auth_checking = true;
+        s->actions |= SMTP_ACT_AUTH_CHECK;
+        return;
+    default:
+        smtp_auth_ended(s, st);
+        return;
+    }
+}
+
+/*
+ * RFC 4954. AUTH is refused before EHLO (the table), when not offered, in
+ * cleartext when smtpd_tls_auth_only says so (row 24: 530 5.7.0, no
+ * credential is looked at), a second time, and inside a transaction.
+ */
 static void
 cmd_auth(struct smtp_server *s, const char *args, size_t len)
 {
-    (void)args;
-    (void)len;
-    smtp_error(s, "502 5.5.1 Error: authentication not enabled");
+    if (!s->auth_available) {
+        smtp_error(s, "502 5.5.1 Error: authentication not enabled");
+        return;
+    }
+    if (!smtp_auth_offered(s)) {
+        smtp_error(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
+    if (s->authenticated) {
+        smtp_error(s, "503 5.5.1 Error: already authenticated");
+        return;
+    }
+    if (s->state == SMTP_ST_MAIL || s->state == SMTP_ST_RCPT) {
+        smtp_error(s, "503 5.5.1 Error: MAIL transaction in progress");
+        return;
+    }
+    char challenge[SASL_CHALLENGE_SIZE];
+    s->sasl = xcalloc(1, sizeof *s->sasl);
+    sasl_server_init(s->sasl);
+    smtp_auth_status(s, sasl_server_start(s->sasl, args, len, challenge, sizeof challenge),
+                     challenge);
+}
+
+static void
+smtp_auth_response(struct smtp_server *s, const char *line, size_t len)
+{
+    char challenge[SASL_CHALLENGE_SIZE];
+    smtp_auth_status(s, sasl_server_step(s->sasl, line, len, challenge, sizeof challenge),
+                     challenge);
+}
+
+void
+smtp_server_set_auth(struct smtp_server *s, bool available)
+{
+    s->auth_available = available;
+}
+
+bool
+smtp_server_take_credentials(struct smtp_server *s, char *user, size_t usize, char *pass,
+                             size_t psize)
+{
+    if (s->sasl == NULL || !s->auth_checking || usize <= s->sasl->user_len
+        || psize <= s->sasl->pass_len)
+        return false;
+    memcpy(user, s->sasl->user, s->sasl->user_len + 1);
+    memcpy(pass, s->sasl->pass, s->sasl->pass_len + 1);
+    /* The identity stays for Received: and the logs, the secret does not. */
+    size_t k = 0;
+    for (size_t i = 0; i < s->sasl->user_len && k < sizeof s->auth_user - 1; i++) {
+        unsigned char c = (unsigned char)s->sasl->user[i];
+        s->auth_user[k++] = (c > 0x20 && c < 0x7f && c != '(' && c != ')' && c != '\\')
+                                ? (char)c : '?';
+    }
+    s->auth_user[k] = '\0';
+    sasl_server_reset(s->sasl);
+    return true;
+}
+
+unsigned
+smtp_server_auth_result(struct smtp_server *s, bool ok, uint64_t now_ms)
+{
+    s->now_ms = now_ms;
+    if (!s->auth_checking)
+        return s->actions;
+    s->auth_checking = false;
+    if (s->sasl != NULL) {
+        sasl_server_reset(s->sasl);
+        s->sasl = xfree(s->sasl);
+    }
+    if (s->state == SMTP_ST_CLOSING)
+        return s->actions;
+    if (ok) {
+        s->authenticated = true;
+        smtp_reply(s, "235 2.7.0 Authentication successful");
+    } else {
+        s->auth_user[0] = '\0';
+        smtp_error(s, "535 5.7.8 Error: authentication failed");
+    }
+    smtp_set_command_deadline(s);
+    smtp_resume(s);
+    return s->actions;
 }
 
 /* --- the body ------------------------------------------------------------ */
@@ -1034,12 +1205,16 @@ smtp_server_format_received(struct smtp_server *s, uint64_t qid, char *buf, size
     }
     /* RFC 5321 §4.4 time stamp line; "with" per RFC 3848 (S: TLS). */
     char with[16];
-    snprintf(with, sizeof with, "%s%s",
+    snprintf(with, sizeof with, "%s%s%s",
              s->txn.params.smtputf8 ? "UTF8SMTP" : (s->esmtp ? "ESMTP" : "SMTP"),
-             s->tls_active ? "S" : "");
-    char tls[sizeof s->tls_info + 16] = "";
+             s->tls_active ? "S" : "", s->authenticated ? "A" : "");
+    char tls[sizeof s->tls_info + sizeof s->auth_user + 48] = "";
+    int tl = 0;
     if (s->tls_active)
-        snprintf(tls, sizeof tls, "\r\n\t(using %s)", s->tls_info);
+        tl = snprintf(tls, sizeof tls, "\r\n\t(using %s)", s->tls_info);
+    if (s->authenticated)
+        snprintf(tls + tl, sizeof tls - (size_t)tl, "\r\n\t(Authenticated sender: %s)",
+                 s->auth_user);
     int n = snprintf(buf, cap,
                      "Received: from %s (%s [%s])%s\r\n\tby %s (ringmta) with %s id %s%s;\r\n"
                      "\t%s\r\n",

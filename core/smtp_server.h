@@ -29,6 +29,7 @@
 #include "config.h"
 #include "data_scan.h"
 #include "netaddr.h"
+#include "sasl.h"
 #include "smtp_params.h"
 
 enum smtp_state {
@@ -82,6 +83,9 @@ enum {
     SMTP_ACT_STARTTLS = 1u << 5,    /* send s->out (the 220) in plaintext, then run
                                        the TLS handshake; nothing more is read as
                                        plaintext (smtp_server_tls_started follows) */
+    SMTP_ACT_AUTH_CHECK = 1u << 6,  /* credentials to verify: take them with
+                                       smtp_server_take_credentials, then
+                                       smtp_server_auth_result */
 };
 /* io/ clears the bits it has acted on (s->actions &= ~bit). With
  * SMTP_ACT_BEGIN_BODY and s->txn.discarding set, the body is read and dropped:
@@ -104,7 +108,11 @@ struct smtp_server {
     char client_text[48];       /* client address as text */
     char helo[256];             /* last EHLO/HELO argument, sanitised */
     bool esmtp;                 /* greeted with EHLO: PIPELINING offered */
-    bool authenticated;         /* later: SMTP AUTH */
+    bool authenticated;         /* SMTP AUTH succeeded (RFC 4954) */
+    bool auth_available;        /* a password file is configured */
+    bool auth_checking;         /* credentials handed to io/, no reply yet */
+    struct sasl_server *sasl;   /* the exchange in progress, or NULL */
+    char auth_user[256];        /* the authenticated identity, printable */
     enum listener_kind kind;    /* which kind of listener accepted the client */
     bool tls_available;         /* a certificate is configured: STARTTLS offered */
     bool tls_required;          /* MAIL only under TLS (smtpd_tls_security_level=encrypt) */
@@ -124,6 +132,7 @@ struct smtp_server {
     /* command-line assembly and input waiting behind a pause */
     char *line;                 /* partial command line, cap = command_line_limit */
     uint32_t line_len;
+    uint32_t line_cap;          /* allocated size of line */
     bool line_overflow;         /* discarding the rest of an over-long line */
     bool line_has_nul;
     uint8_t *pending;           /* octets received while the session can't take them */
@@ -141,6 +150,16 @@ void smtp_server_free(struct smtp_server *s);
  * listeners; a submissions listener is TLS from the first octet). */
 void smtp_server_set_listener(struct smtp_server *s, enum listener_kind kind,
                               bool tls_available, bool tls_required);
+/* AUTH PLAIN/LOGIN is offered (with smtpd_tls_auth_only: under TLS only). */
+void smtp_server_set_auth(struct smtp_server *s, bool available);
+/* After SMTP_ACT_AUTH_CHECK: copies the user name and password (NUL-
+ * terminated) and wipes the session's copy. False when there is none. */
+bool smtp_server_take_credentials(struct smtp_server *s, char *user, size_t usize,
+                                  char *pass, size_t psize);
+/* The verification's verdict: 235 2.7.0 and the client may relay, or
+ * 535 5.7.8 (an error: counts toward the error limits). Resumes input. */
+unsigned smtp_server_auth_result(struct smtp_server *s, bool ok, uint64_t now_ms);
+
 /*
  * The TLS handshake completed (after STARTTLS, or at connect on an implicit
  * TLS listener, before the greeting). RFC 3207 §4.2: everything learnt

@@ -24,6 +24,8 @@ struct cl_entry {
     unsigned conns;
     unsigned window_count;
     uint64_t window_start;
+    unsigned auth_failures;     /* in the auth window */
+    uint64_t auth_window_start;
 };
 
 struct cl_stripe {
@@ -35,6 +37,7 @@ struct clientlimit {
     unsigned per_client;
     unsigned rate_limit;
     unsigned total;
+    unsigned auth_failure_limit;
     atomic_uint current;
     struct cl_stripe stripes[CL_STRIPES];
 };
@@ -108,7 +111,8 @@ clientlimit_acquire(struct clientlimit *cl, const struct netaddr *a, uint64_t no
             pp = &x->next;
             continue;
         }
-        if (x->conns == 0 && now_ms - x->window_start >= CL_WINDOW_MS) {
+        if (x->conns == 0 && now_ms - x->window_start >= CL_WINDOW_MS
+            && now_ms - x->auth_window_start >= CL_WINDOW_MS) {
             *pp = x->next;   /* stale: no connections, window over */
             xfree(x);
             continue;
@@ -138,6 +142,61 @@ clientlimit_acquire(struct clientlimit *cl, const struct netaddr *a, uint64_t no
     if (v != CLIENTLIMIT_OK)
         atomic_fetch_sub(&cl->current, 1);
     return v;
+}
+
+void
+clientlimit_set_auth_failure_limit(struct clientlimit *cl, unsigned per_minute)
+{
+    cl->auth_failure_limit = per_minute;
+}
+
+/* The client's entry (created when add), window rolled; stripe locked. */
+static struct cl_entry *
+cl_auth_entry(struct cl_stripe *st, const struct netaddr *a, uint64_t now_ms, bool add)
+{
+    struct cl_entry *e = st->head;
+    while (e != NULL && !cl_same(&e->addr, a))
+        e = e->next;
+    if (e == NULL && add) {
+        e = xcalloc(1, sizeof *e);
+        e->addr = *a;
+        e->window_start = now_ms;
+        e->auth_window_start = now_ms;
+        e->next = st->head;
+        st->head = e;
+    }
+    if (e != NULL && now_ms - e->auth_window_start >= CL_WINDOW_MS) {
+        e->auth_window_start = now_ms;
+        e->auth_failures = 0;
+    }
+    return e;
+}
+
+bool
+clientlimit_auth_allowed(struct clientlimit *cl, const struct netaddr *a, uint64_t now_ms)
+{
+    if (cl->auth_failure_limit == 0)
+        return true;
+    struct cl_stripe *st = &cl->stripes[cl_hash(a)];
+    pthread_mutex_lock(&st->lock);
+    struct cl_entry *e = cl_auth_entry(st, a, now_ms, false);
+    bool ok = e == NULL || e->auth_failures < cl->auth_failure_limit;
+    pthread_mutex_unlock(&st->lock);
+    return ok;
+}
+
+bool
+clientlimit_auth_failed(struct clientlimit *cl, const struct netaddr *a, uint64_t now_ms)
+{
+    if (cl->auth_failure_limit == 0)
+        return false;
+    struct cl_stripe *st = &cl->stripes[cl_hash(a)];
+    pthread_mutex_lock(&st->lock);
+    struct cl_entry *e = cl_auth_entry(st, a, now_ms, true);
+    e->auth_failures++;
+    bool over = e->auth_failures >= cl->auth_failure_limit;
+    pthread_mutex_unlock(&st->lock);
+    return over;
 }
 
 void

@@ -35,4 +35,14 @@ enum clientlimit_verdict clientlimit_acquire(struct clientlimit *cl, const struc
                                              uint64_t now_ms, bool exempt);
 void clientlimit_release(struct clientlimit *cl, const struct netaddr *a, bool exempt);
 
+/*
+ * Failed AUTH attempts per client address (smtpd_client_auth_failure_limit
+ * per minute; 0 = none). Nobody is exempt: trusted networks do not need to
+ * guess passwords. auth_allowed says whether a client may try again now;
+ * auth_failed counts one failure and says whether the client is now over.
+ */
+void clientlimit_set_auth_failure_limit(struct clientlimit *cl, unsigned per_minute);
+bool clientlimit_auth_allowed(struct clientlimit *cl, const struct netaddr *a, uint64_t now_ms);
+bool clientlimit_auth_failed(struct clientlimit *cl, const struct netaddr *a, uint64_t now_ms);
+
 #endif

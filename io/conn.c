@@ -47,6 +47,7 @@ static void conn_drop_pending_env(struct conn *c);
 static void conn_close(struct worker *w, struct conn *c);
 static void conn_tls_begin(struct worker *w, struct conn *c);
 static void conn_tls_input(struct worker *w, struct conn *c);
+static void conn_auth_submit(struct worker *w, struct conn *c);
 
 void
 conn_mark_dirty(struct worker *w, struct conn *c)
@@ -95,6 +96,7 @@ conn_accepted(struct worker *w, struct listener *l, int fd)
     smtp_server_init(&c->smtp, d->cfg, &d->relay, d->hostname, &client, w->now_ms);
     c->listener = l;
     smtp_server_set_listener(&c->smtp, l->kind, l->tls != NULL, l->tls_required);
+    smtp_server_set_auth(&c->smtp, d->auth != NULL);
 
     c->limit_exempt = cidr_list_match(&d->limit_exceptions, &client);
     enum clientlimit_verdict v =
@@ -571,6 +573,10 @@ conn_handle_actions(struct worker *w, struct conn *c)
             s->actions &= ~SMTP_ACT_STARTTLS;
             c->tls_start_pending = true;
         }
+        if (s->actions & SMTP_ACT_AUTH_CHECK) {
+            s->actions &= ~SMTP_ACT_AUTH_CHECK;
+            conn_auth_submit(w, c);
+        }
         if (!(s->actions & SMTP_ACT_BEGIN_BODY))
             break;
         s->actions &= ~SMTP_ACT_BEGIN_BODY;
@@ -694,6 +700,80 @@ conn_tls_input(struct worker *w, struct conn *c)
             conn_handle_actions(w, c);
         }
     }
+}
+
+/* --- AUTH ----------------------------------------------------------------- */
+
+/* Pool thread: the verification is done; hand it to the worker. */
+static void
+conn_auth_finished(struct auth_request *req)
+{
+    struct conn *c = req->arg;
+    struct worker *w = c->w;
+    if (auth_inbox_push(&w->auth_inbox, req))
+        worker_wake(w);
+}
+
+/* RELIABILITY row 25: a client over smtpd_client_auth_failure_limit. */
+static void
+conn_refuse_auth(struct worker *w, struct conn *c)
+{
+    char line[400];
+    snprintf(line, sizeof line, "421 4.7.0 %s Error: too many failed authentications",
+             w->d->hostname);
+    smtp_server_refuse(&c->smtp, line);
+}
+
+/* The session has credentials: to the pool, unless this client already
+ * failed too often (RELIABILITY row 25: 421 and close, nothing checked). */
+static void
+conn_auth_submit(struct worker *w, struct conn *c)
+{
+    struct daemon *d = w->d;
+    if (!clientlimit_auth_allowed(d->limits, &c->smtp.client, worker_unix_ms())) {
+        log_info("AUTH from %s refused: too many failures", c->smtp.client_text);
+        conn_refuse_auth(w, c);
+        return;
+    }
+    struct auth_request *req = xcalloc(1, sizeof *req);
+    if (!smtp_server_take_credentials(&c->smtp, req->user, sizeof req->user, req->pass,
+                                      sizeof req->pass)) {
+        xfree(req);
+        smtp_server_auth_result(&c->smtp, false, w->now_ms);
+        return;
+    }
+    req->done = conn_auth_finished;
+    req->arg = c;
+    c->auth_req = req;
+    authpool_submit(d->auth, req);
+}
+
+void
+conn_auth_done(struct worker *w, struct conn *c, struct auth_request *req)
+{
+    bool ok = req->ok;
+    char user[sizeof req->user * 4];
+    log_escape(user, sizeof user, req->user, strlen(req->user));
+    explicit_bzero(req, sizeof *req);
+    xfree(req);
+    c->auth_req = NULL;
+    if (c->phase != CONN_OPEN) {
+        conn_close(w, c);   /* it waited for this */
+        return;
+    }
+    if (ok) {
+        log_info("AUTH from %s: user=%s", c->smtp.client_text, user);
+    } else {
+        log_info("AUTH from %s failed: user=%s", c->smtp.client_text, user);
+        if (clientlimit_auth_failed(w->d->limits, &c->smtp.client, worker_unix_ms())) {
+            smtp_server_auth_result(&c->smtp, false, w->now_ms);
+            conn_refuse_auth(w, c);
+            conn_handle_actions(w, c);
+            return;
+        }
+    }
+    smtp_server_auth_result(&c->smtp, ok, w->now_ms);
+    conn_handle_actions(w, c);
 }
 
 /* --- completions --------------------------------------------------------- */
@@ -857,7 +937,7 @@ conn_close(struct worker *w, struct conn *c)
             io_uring_sqe_set_data64(sqe, ud_pack(OP_IGNORE, NULL));
         }
     }
-    if (c->inflight > 0 || c->in_commit_wait || c->close_submitted)
+    if (c->inflight > 0 || c->in_commit_wait || c->auth_req != NULL || c->close_submitted)
         return;
     c->close_submitted = true;
     struct io_uring_sqe *sqe = worker_sqe(w);

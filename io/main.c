@@ -83,11 +83,56 @@ daemon_tls_init(struct daemon *d)
     return 0;
 }
 
-/* SIGHUP: certificates and keys are read again; connections keep theirs.
- * (XXX: the other settings still need a restart.) */
+/* smtpd_auth_password_file: AUTH is offered only when it is set. */
+static int
+daemon_auth_init(struct daemon *d)
+{
+    const struct config *cfg = d->cfg;
+    if (cfg->smtpd_auth_password_file[0] == '\0') {
+        for (size_t i = 0; i < cfg->nlisten; i++)
+            if (cfg->listen[i].kind != LISTENER_SMTP) {
+                log_warn("listen %s:%u is a submission listener but smtpd_auth_password_file "
+                         "is not set: every MAIL there gets 530",
+                         cfg->listen[i].host, cfg->listen[i].port);
+                break;
+            }
+        return 0;
+    }
+    char err[512];
+    struct auth_table *t = auth_table_load(cfg->smtpd_auth_password_file, err, sizeof err);
+    if (t == NULL) {
+        log_error("%s", err);
+        return -1;
+    }
+    size_t users = auth_table_count(t);
+    d->auth = authpool_new(cfg->smtpd_auth_threads, t, err, sizeof err);
+    if (d->auth == NULL) {
+        auth_table_free(t);
+        log_error("AUTH: %s", err);
+        return -1;
+    }
+    log_info("AUTH: %zu user%s from %s", users, users == 1 ? "" : "s",
+             cfg->smtpd_auth_password_file);
+    return 0;
+}
+
+/* SIGHUP: certificates, keys and the password file are read again;
+ * connections keep theirs. (XXX: the other settings still need a restart.) */
 static void
 daemon_reload(struct daemon *d)
 {
+    if (d->auth != NULL) {
+        char err[512];
+        struct auth_table *t =
+            auth_table_load(d->cfg->smtpd_auth_password_file, err, sizeof err);
+        if (t == NULL) {
+            log_error("SIGHUP: password file kept as it was: %s", err);
+        } else {
+            log_info("SIGHUP: reloaded %zu user%s from %s", auth_table_count(t),
+                     auth_table_count(t) == 1 ? "" : "s", d->cfg->smtpd_auth_password_file);
+            authpool_set_table(d->auth, t);
+        }
+    }
     unsigned ok = 0, failed = 0;
     for (size_t i = 0; i < d->cfg->nlisten; i++) {
         if (d->listen_tls[i] == NULL)
@@ -275,11 +320,12 @@ main(int argc, char **argv)
                              &d.relayhost_set)
         != 0)
         return 2;
-    if (daemon_tls_init(&d) != 0)
+    if (daemon_tls_init(&d) != 0 || daemon_auth_init(&d) != 0)
         return 2;
     d.limits = clientlimit_new(cfg.smtpd_client_connection_count_limit,
                                cfg.smtpd_client_connection_rate_limit,
                                cfg.smtpd_connection_limit);
+    clientlimit_set_auth_failure_limit(d.limits, cfg.smtpd_client_auth_failure_limit);
     d.workers = xcalloc(d.nworkers, sizeof *d.workers);
     for (unsigned i = 0; i < d.nworkers; i++) {
         d.workers[i] = worker_new(&d, i, err, sizeof err);
@@ -352,6 +398,8 @@ main(int argc, char **argv)
         worker_wake(d.workers[i]);
     for (unsigned i = 0; i < d.nworkers; i++)
         worker_join(d.workers[i]);
+    /* The pool may still complete requests into the workers' inboxes. */
+    d.auth = authpool_free(d.auth);
     for (unsigned i = 0; i < d.nworkers; i++)
         worker_free(d.workers[i]);
     log_info("stopped");

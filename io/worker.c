@@ -350,9 +350,22 @@ worker_message_accepted(struct worker *w, struct queue_msg *m)
     queue_msg_put(m);
 }
 
+/* Verifications the pool finished for this worker's connections. */
+static void
+worker_drain_auth(struct worker *w)
+{
+    struct auth_request *req = auth_inbox_take_all(&w->auth_inbox);
+    while (req != NULL) {
+        struct auth_request *next = req->next;
+        conn_auth_done(w, req->arg, req);
+        req = next;
+    }
+}
+
 static void
 worker_drain_inbox(struct worker *w)
 {
+    worker_drain_auth(w);
     struct queue_entry *e;
     uint64_t now = worker_unix_ms();
     while ((e = handoff_pop(w->inbox)) != NULL) {
@@ -628,6 +641,7 @@ worker_new(struct daemon *d, unsigned id, char *err, size_t errsize)
     }
 
     w->tls_scratch = xmalloc(WORKER_TLS_SCRATCH);
+    auth_inbox_init(&w->auth_inbox);
     w->listeners = xcalloc(d->cfg->nlisten ? d->cfg->nlisten : 1, sizeof *w->listeners);
     for (size_t i = 0; i < d->cfg->nlisten; i++) {
         int fd = listener_open(&d->cfg->listen[i], err, errsize);

@@ -26,6 +26,7 @@
 #include "queue.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "authpool.h"
 #include "tls.h"
 
 struct clientlimit;
@@ -87,6 +88,8 @@ struct daemon {
      * reloaded in place on SIGHUP */
     struct tls_server **listen_tls;
     struct tls_client *smtp_tls;        /* outbound STARTTLS, NULL = none */
+    /* SMTP AUTH: password verification threads; NULL = AUTH not offered */
+    struct authpool *auth;
 };
 
 struct listener {
@@ -131,6 +134,8 @@ struct conn {
     struct tls_stream tls;
     struct listener *listener;
     uint64_t greet_at_ms;       /* greet pause: banner time, 0 = greeted */
+    struct auth_request *auth_req;  /* a verification in the pool: the conn
+                                       is not freed before it comes back */
     uint64_t linger_until_ms;
     struct smtp_outbuf sending; /* owned by the kernel while send_armed */
     size_t sent;
@@ -184,6 +189,7 @@ struct worker {
     atomic_bool wake_pending;
     /* TLS: plaintext decrypted in command phase, and session output on its
      * way into SSL_write (bodies decrypt straight into the spool) */
+    struct auth_inbox auth_inbox;   /* finished verifications (pool threads push) */
     uint8_t *tls_scratch;
     struct smtp_outbuf tls_plain;
     /* timers */
@@ -212,6 +218,7 @@ void conn_mark_dirty(struct worker *w, struct conn *c);
 void conn_tick(struct worker *w, struct conn *c);
 void conn_committed(struct worker *w, struct conn *c, int res);
 void conn_shutdown_all(struct worker *w);
+void conn_auth_done(struct worker *w, struct conn *c, struct auth_request *req);
 
 /* worker.c helpers used by conn.c */
 struct io_uring_sqe *worker_sqe(struct worker *w);

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "netaddr.h"
 #include "smtp_reply.h"
+#include "base64.h"
 #include "smtp_server.h"
 
 #define HOST "mx.example.com"
@@ -57,6 +58,10 @@ struct harness {
     bool commit_waiting;
     int refuse_begin;        /* != 0: the spool refuses to start messages */
     bool closed;
+    /* AUTH: credentials io/ would verify (alice / s3cret), and what it saw */
+    bool auth_hold;          /* leave the check pending */
+    unsigned auth_checks;
+    char auth_seen_user[256];
 };
 
 static struct harness H;
@@ -83,7 +88,8 @@ h_collect(void)
 {
     if (!H.started)
         return;
-    cr_assert_leq(H.s.line_len, H.cfg.smtpd_command_line_limit,
+    /* AUTH lines may reach RFC 4954's 12288 octets plus CRLF. */
+    cr_assert_leq(H.s.line_len, H.s.auth_available ? 12290 : H.cfg.smtpd_command_line_limit,
                   "command line buffer grew to %u", H.s.line_len);
     cr_assert_leq(H.s.pending_len, 256 * 1024);
     if ((H.s.actions & SMTP_ACT_HOLD) == 0 && H.s.out.len > 0) {
@@ -248,9 +254,26 @@ h_begin_message(void)
     smtp_server_body_started(&H.s);
 }
 
+/* io/'s side of SMTP_ACT_AUTH_CHECK, done at once (unless held). */
+static void
+h_auth_check(void)
+{
+    char user[256], pass[256];
+    H.s.actions &= ~SMTP_ACT_AUTH_CHECK;
+    cr_assert(smtp_server_take_credentials(&H.s, user, sizeof user, pass, sizeof pass));
+    cr_assert_eq(H.s.sasl->user[0], '\0', "the session's copy is wiped");
+    cr_assert_eq(H.s.sasl->pass[0], '\0');
+    H.auth_checks++;
+    snprintf(H.auth_seen_user, sizeof H.auth_seen_user, "%s", user);
+    bool ok = strcmp(user, "alice") == 0 && strcmp(pass, "s3cret") == 0;
+    smtp_server_auth_result(&H.s, ok, H.now);
+}
+
 static void
 h_actions(void)
 {
+    if ((H.s.actions & SMTP_ACT_AUTH_CHECK) && !H.auth_hold)
+        h_auth_check();
     for (int guard = 0; guard < 64; guard++) {
         if (H.s.actions & SMTP_ACT_ABORT_BODY) {
             H.s.actions &= ~SMTP_ACT_ABORT_BODY;
@@ -2065,4 +2088,155 @@ Test(smtp_server, implicit_tls_listener_never_offers_starttls)
     cr_assert_null(strstr(H.rx + H.rx_pos, "STARTTLS"));
     expect("250 ");
     PLAY("C: STARTTLS\r\n", "S: 503 5.5.1");
+}
+
+/* --- AUTH (RFC 4954) ------------------------------------------------------- */
+
+/* base64 of "\0alice\0s3cret" and friends */
+#define PLAIN_OK "AGFsaWNlAHMzY3JldA=="
+#define PLAIN_BAD "AGFsaWNlAHdyb25n"          /* \0alice\0wrong */
+#define LOGIN_USER "YWxpY2U="                 /* alice */
+#define LOGIN_PASS "czNjcmV0"                 /* s3cret */
+
+static void
+h_connect_submission(enum listener_kind kind, bool tls)
+{
+    h_connect_quiet(UNTRUSTED);
+    smtp_server_set_listener(&H.s, kind, true, false);
+    smtp_server_set_auth(&H.s, true);
+    if (tls)
+        smtp_server_tls_started(&H.s, "TLSv1.3", "TLS_AES_256_GCM_SHA384", 256, H.now);
+    smtp_server_greet(&H.s, H.now);
+    h_actions();
+    expect("220 ");
+}
+
+Test(smtp_server, auth_is_offered_only_under_tls)
+{
+    h_connect_submission(LISTENER_SUBMISSION, false);
+    h_sends("EHLO client.example\r\n");
+    cr_assert_null(strstr(H.rx + H.rx_pos, "AUTH"));
+    expect("250 ");
+    /* Row 24: no credential is even looked at. */
+    PLAY("C: AUTH PLAIN " PLAIN_OK "\r\n", "S: 530 5.7.0");
+    cr_assert_eq(H.auth_checks, 0);
+    PLAY("C: MAIL FROM:<a@example.org>\r\n", "S: 530 5.7.0 Authentication required");
+    PLAY("C: STARTTLS\r\n", "S: 220 ");
+    h_handshake_done();
+    h_sends("EHLO client.example\r\n");
+    cr_assert_not_null(strstr(H.rx + H.rx_pos, "250-AUTH PLAIN LOGIN\r\n"));
+    expect("250 ");
+}
+
+Test(smtp_server, auth_plain_then_relay_and_received_names_the_user)
+{
+    h_connect_submission(LISTENER_SUBMISSIONS, true);
+    PLAY("C: EHLO client.example\r\n", "S: 250 ", "C: MAIL FROM:<a@example.org>\r\n",
+         "S: 530 5.7.0 Authentication required", "C: AUTH PLAIN " PLAIN_OK "\r\n",
+         "S: 235 2.7.0");
+    cr_assert(H.s.authenticated);
+    cr_assert_str_eq(H.auth_seen_user, "alice");
+    /* Authenticated from an untrusted address: relaying is allowed. */
+    PLAY("C: MAIL FROM:<a@example.org>\r\n", "S: 250 ", "C: RCPT TO:<b@elsewhere.example>\r\n",
+         "S: 250 ", "C: DATA\r\n", "S: 354 ", "C: hi\r\n.\r\n", "S: 250 2.0.0 Ok");
+    cr_assert_not_null(strstr(H.received, "with ESMTPSA id"), "%s", H.received);
+    cr_assert_not_null(strstr(H.received, "(Authenticated sender: alice)"), "%s", H.received);
+    PLAY("C: AUTH PLAIN " PLAIN_OK "\r\n", "S: 503 5.5.1");
+}
+
+Test(smtp_server, auth_plain_without_initial_response_and_login)
+{
+    h_connect_submission(LISTENER_SUBMISSION, true);
+    PLAY("C: EHLO client.example\r\n", "S: 250 ", "C: AUTH PLAIN\r\n", "S: 334 ",
+         "C: " PLAIN_BAD "\r\n", "S: 535 5.7.8");
+    cr_assert_not(H.s.authenticated);
+    cr_assert_null(H.s.sasl);
+    PLAY("C: AUTH LOGIN\r\n", "S: 334 VXNlcm5hbWU6", "C: " LOGIN_USER "\r\n",
+         "S: 334 UGFzc3dvcmQ6", "C: " LOGIN_PASS "\r\n", "S: 235 2.7.0");
+    cr_assert(H.s.authenticated);
+}
+
+Test(smtp_server, auth_bad_input_row_23)
+{
+    h_connect_submission(LISTENER_SUBMISSION, true);
+    PLAY("C: EHLO client.example\r\n", "S: 250 ",
+         "C: AUTH PLAIN !!!notbase64\r\n", "S: 501 5.5.2",
+         /* four NUL-separated fields: "\0a\0b\0c" */
+         "C: AUTH PLAIN AGEAYgBj\r\n", "S: 501 5.5.2",
+         "C: AUTH CRAM-MD5\r\n", "S: 504 5.5.4",
+         "C: AUTH PLAIN\r\n", "S: 334 ", "C: *\r\n", "S: 501 5.7.0",
+         "C: NOOP\r\n", "S: 250 ");
+    cr_assert_eq(H.auth_checks, 0);
+    /* A 12 289-octet response: over RFC 4954's limit, 500 line too long. */
+    PLAY("C: AUTH PLAIN\r\n", "S: 334 ");
+    char *big = malloc(12300);
+    memset(big, 'A', 12289);
+    memcpy(big + 12289, "\r\n", 3);
+    h_sends(big);
+    free(big);
+    expect("500 5.5.6");
+    /* The next AUTH starts fresh. */
+    PLAY("C: AUTH PLAIN " PLAIN_OK "\r\n", "S: 235 ");
+}
+
+Test(smtp_server, auth_line_may_exceed_the_command_line_limit)
+{
+    h_connect_submission(LISTENER_SUBMISSION, true);
+    PLAY("C: EHLO client.example\r\n", "S: 250 ");
+    /* 255-octet user and password: a PLAIN line of 700 octets. */
+    char raw[1 + 255 + 1 + 255], b64[1024], line[1100];
+    memset(raw, 'u', sizeof raw);
+    raw[0] = '\0';
+    raw[256] = '\0';
+    size_t n = base64_encode((const uint8_t *)raw, sizeof raw, b64, sizeof b64);
+    cr_assert_gt(n, 600);
+    snprintf(line, sizeof line, "AUTH PLAIN %s\r\n", b64);
+    h_send_pieces(line, 100);
+    expect("535 5.7.8");
+    cr_assert_eq(H.auth_checks, 1);
+    /* Other commands keep the 512-octet limit. */
+    char noop[600];
+    memset(noop, 'x', sizeof noop);
+    memcpy(noop, "NOOP ", 5);
+    memcpy(noop + 597, "\r\n", 3);
+    h_sends(noop);
+    expect("500 5.5.6");
+}
+
+Test(smtp_server, commands_wait_while_the_check_runs)
+{
+    h_connect_submission(LISTENER_SUBMISSION, true);
+    PLAY("C: EHLO client.example\r\n", "S: 250 ");
+    H.auth_hold = true;
+    h_sends("AUTH PLAIN " PLAIN_OK "\r\n");
+    cr_assert(H.s.actions & SMTP_ACT_AUTH_CHECK);
+    h_sends("NOOP\r\n");    /* pipelined after AUTH: waits */
+    expect_none();
+    H.auth_hold = false;
+    h_auth_check();
+    h_actions();
+    expect("235 ");
+    expect("250 ");
+}
+
+Test(smtp_server, starttls_forgets_authentication)
+{
+    h_connect_submission(LISTENER_SUBMISSION, false);
+    smtp_server_set_auth(&H.s, true);
+    H.cfg.smtpd_tls_auth_only = false;
+    PLAY("C: EHLO client.example\r\n", "S: 250 ", "C: AUTH PLAIN " PLAIN_OK "\r\n",
+         "S: 235 ");
+    cr_assert(H.s.authenticated);
+    PLAY("C: STARTTLS\r\n", "S: 220 ");
+    h_handshake_done();
+    cr_assert_not(H.s.authenticated);   /* row 9: pre-TLS AUTH is not reused */
+    PLAY("C: EHLO client.example\r\n", "S: 250 ", "C: MAIL FROM:<a@example.org>\r\n",
+         "S: 530 5.7.0 Authentication required");
+}
+
+Test(smtp_server, auth_not_configured_is_502)
+{
+    h_connect(TRUSTED);
+    PLAY("S: 220 ", "C: EHLO client.example\r\n", "S: 250 ", "C: AUTH PLAIN " PLAIN_OK "\r\n",
+         "S: 502 5.5.1");
 }
