@@ -226,6 +226,12 @@ static const struct config_setting config_table[] = {
     SETTING("smtp_tls_CAfile", STRING(smtp_tls_CAfile), "",
             "CA certificates (PEM) for smtp_tls_security_level = verify; "
             "empty = the system store"),
+    SETTING("smtp_sasl_password_file", STRING(smtp_sasl_password_file), "",
+            "File of 'nexthop user:password' lines: SMTP AUTH to those smarthosts "
+            "(Postfix's smtp_sasl_password_maps)"),
+    SETTING("smtp_tls_auth_only", BOOL(smtp_tls_auth_only), "yes",
+            "Send smarthost credentials only inside TLS: a hop with credentials "
+            "gets at least smtp_tls_security_level = encrypt"),
     SETTING("smtp_connection_reuse_time", TIME(smtp_connection_reuse_time_ms), "5s",
             "How long an idle outbound connection is kept for the next message"),
     SETTING("smtp_connect_timeout", TIME(smtp_connect_timeout_ms), "30s",

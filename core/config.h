@@ -106,6 +106,8 @@ struct config {
     uint64_t max_connection_rate;       /* per destination per second; 0 = none */
     enum tls_level smtp_tls_security_level;  /* outbound: none, may, encrypt, verify */
     char *smtp_tls_CAfile;              /* "" = the system CA store */
+    char *smtp_sasl_password_file;      /* "" = no AUTH to smarthosts */
+    bool smtp_tls_auth_only;            /* credentials only over TLS */
     uint64_t smtp_connection_reuse_time_ms;   /* idle connection kept for reuse */
     uint64_t smtp_connect_timeout_ms;
     uint64_t smtp_helo_timeout_ms;      /* banner and EHLO replies */

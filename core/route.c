@@ -922,3 +922,166 @@ route_policy_lookup(const struct route_policy *p, const struct config *cfg,
             route_policy_apply(e, out);
     }
 }
+
+/* ---- smtp_sasl_password_file ---- */
+
+struct route_credential {
+    char *key;              /* route_credential_key() of the next hop */
+    char *user;
+    char *pass;
+    unsigned line;
+};
+
+struct route_credentials {
+    struct route_credential *v;
+    size_t n;
+};
+
+/* "[host]:port" / "host:port" with the port always written, or the bare
+ * host when the entry names a host without brackets or port (it then
+ * serves that host on any port, as Postfix's hostname lookup does). */
+static void
+route_credential_key(const struct route_hop *hop, uint16_t default_port, bool bare, char *buf,
+                     size_t size)
+{
+    if (bare) {
+        snprintf(buf, size, "%s", hop->host);
+        return;
+    }
+    struct route_hop h = *hop;
+    if (h.port == 0)
+        h.port = default_port;
+    route_hop_format(&h, buf, size);
+}
+
+static int
+route_credential_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct route_credential *)a)->key,
+                  ((const struct route_credential *)b)->key);
+}
+
+static int
+route_credential_key_cmp(const void *key, const void *entry)
+{
+    return strcmp(key, ((const struct route_credential *)entry)->key);
+}
+
+static void
+route_secret_free(char *s)
+{
+    if (s != NULL) {
+        explicit_bzero(s, strlen(s));
+        xfree(s);
+    }
+}
+
+struct route_credentials *
+route_credentials_free(struct route_credentials *t)
+{
+    if (t == NULL)
+        return NULL;
+    for (size_t i = 0; i < t->n; i++) {
+        xfree(t->v[i].key);
+        route_secret_free(t->v[i].user);
+        route_secret_free(t->v[i].pass);
+    }
+    xfree(t->v);
+    return xfree(t);
+}
+
+size_t
+route_credentials_count(const struct route_credentials *t)
+{
+    return t ? t->n : 0;
+}
+
+int
+route_credentials_parse(struct route_credentials **out, const char *text, size_t len,
+                        uint16_t default_port, const char *origin, char *err, size_t errsize)
+{
+    struct route_reader r = {
+        .text = text, .len = len, .origin = origin, .err = err, .errsize = errsize,
+    };
+    struct route_credentials *t = xcalloc(1, sizeof *t);
+    size_t cap = 0;
+    int rc;
+
+    while ((rc = route_reader_next(&r)) == 1) {
+        char *fields[ROUTE_FIELDS_MAX];
+        size_t nf = route_split(r.buf, fields);
+        struct route_hop hop;
+        char why[256], key[ROUTE_HOST_MAX + 16];
+        if (nf != 2) {
+            route_errorf(&r, r.entry_line, "expected 'nexthop user:password', got %zu field%s",
+                         nf, nf == 1 ? "" : "s");
+            rc = -1;
+            break;
+        }
+        if (route_hop_parse(&hop, fields[0], why, sizeof why) != 0) {
+            route_errorf(&r, r.entry_line, "%s", why);
+            rc = -1;
+            break;
+        }
+        const char *colon = strchr(fields[1], ':');
+        size_t ulen = colon ? (size_t)(colon - fields[1]) : 0;
+        if (colon == NULL || ulen == 0 || ulen > ROUTE_SECRET_MAX
+            || strlen(colon + 1) > ROUTE_SECRET_MAX) {
+            /* The value is a secret: the message does not repeat it. */
+            route_errorf(&r, r.entry_line,
+                         "expected user:password after '%s' (each 1 to %u octets)", fields[0],
+                         ROUTE_SECRET_MAX);
+            explicit_bzero(r.buf, r.used);
+            rc = -1;
+            break;
+        }
+        /* "relay.example" or "192.0.2.1": no brackets and no port. */
+        bool bare = fields[0][0] != '[' && hop.port == 0;
+        route_credential_key(&hop, default_port, bare, key, sizeof key);
+        struct route_credential e = {
+            .key = xstrdup(key),
+            .user = xstrndup(fields[1], ulen),
+            .pass = xstrdup(colon + 1),
+            .line = r.entry_line,
+        };
+        explicit_bzero(r.buf, r.used);
+        if (t->n == cap) {
+            cap = cap ? cap * 2 : 8;
+            t->v = xrealloc(t->v, cap * sizeof *t->v);
+        }
+        t->v[t->n++] = e;
+    }
+    if (rc == 0)
+        rc = route_sort_unique(&r, t->v, t->n, sizeof *t->v, route_credential_cmp,
+                               offsetof(struct route_credential, key),
+                               offsetof(struct route_credential, line));
+    if (r.buf != NULL)
+        explicit_bzero(r.buf, r.cap);
+    xfree(r.buf);
+    if (rc != 0) {
+        route_credentials_free(t);
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
+bool
+route_credentials_lookup(const struct route_credentials *t, const struct route_hop *hop,
+                         uint16_t default_port, const char **user, const char **pass)
+{
+    if (t == NULL || t->n == 0)
+        return false;
+    char key[ROUTE_HOST_MAX + 16];
+    for (int bare = 0; bare <= 1; bare++) {
+        route_credential_key(hop, default_port, bare, key, sizeof key);
+        const struct route_credential *e =
+            bsearch(key, t->v, t->n, sizeof *t->v, route_credential_key_cmp);
+        if (e != NULL) {
+            *user = e->user;
+            *pass = e->pass;
+            return true;
+        }
+    }
+    return false;
+}

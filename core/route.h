@@ -124,4 +124,32 @@ void route_policy_lookup(const struct route_policy *p, const struct config *cfg,
 /* Parses a rate ("10", "10/s", "600/m", "100/h", "2000/d"). Returns 0 or -1. */
 int route_rate_parse(const char *text, struct route_rate *out);
 
+/* ---- smtp_sasl_password_file ---- */
+
+/*
+ * Credentials for smarthosts, Postfix's smtp_sasl_password_maps format:
+ * "nexthop user:password" lines. The nexthop is written as in relayhost or
+ * transport_map: "[relay.example]:587", "[192.0.2.1]:2525",
+ * "relay.example:587"; a bare "relay.example" or "192.0.2.1" (no brackets,
+ * no port) serves that host on any port.
+ * The password runs to the end of the field (it may hold ':'). Errors never
+ * repeat a password.
+ */
+#define ROUTE_SECRET_MAX 255
+
+struct route_credentials;
+
+/* As route_table_parse; default_port fills a port the nexthop leaves out
+ * ("[relay.example]" is "[relay.example]:25" with smtp_port 25). */
+int route_credentials_parse(struct route_credentials **out, const char *text, size_t len,
+                            uint16_t default_port, const char *origin, char *err,
+                            size_t errsize);
+struct route_credentials *route_credentials_free(struct route_credentials *t);
+size_t route_credentials_count(const struct route_credentials *t);
+
+/* The entry for hop (port 0 = default_port), else for its bare host name.
+ * true with *user and *pass pointing into t; t may be NULL. */
+bool route_credentials_lookup(const struct route_credentials *t, const struct route_hop *hop,
+                              uint16_t default_port, const char **user, const char **pass);
+
 #endif

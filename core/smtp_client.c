@@ -24,6 +24,8 @@
  */
 #include "smtp_client.h"
 
+#include "base64.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,6 +48,7 @@ static void on_banner(struct smtp_client *c, const struct smtpc_reply *r);
 static void on_ehlo(struct smtp_client *c, const struct smtpc_reply *r);
 static void on_helo(struct smtp_client *c, const struct smtpc_reply *r);
 static void on_starttls(struct smtp_client *c, const struct smtpc_reply *r);
+static void on_auth(struct smtp_client *c, const struct smtpc_reply *r);
 static void on_mail(struct smtp_client *c, const struct smtpc_reply *r);
 static void on_rcpt(struct smtp_client *c, const struct smtpc_reply *r);
 static void on_data(struct smtp_client *c, const struct smtpc_reply *r);
@@ -79,6 +82,7 @@ static const struct smtpc_state_info smtpc_states[] = {
     [SMTPC_ST_STARTTLS] = { "starttls", "after STARTTLS", TMO(smtp_helo_timeout_ms),
                             on_starttls },
     [SMTPC_ST_TLS] = { "tls", "during the TLS handshake", TMO(smtp_helo_timeout_ms), NULL },
+    [SMTPC_ST_AUTH] = { "auth", "after AUTH", TMO(smtp_helo_timeout_ms), on_auth },
     [SMTPC_ST_READY] = { "ready", "while idle", SMTPC_NO_TIMEOUT, NULL },
     [SMTPC_ST_MAIL] = { "mail", "after MAIL FROM", TMO(smtp_mail_timeout_ms), on_mail },
     [SMTPC_ST_RCPT] = { "rcpt", "after RCPT TO", TMO(smtp_mail_timeout_ms), on_rcpt },
@@ -472,6 +476,24 @@ ext_size(struct smtpc_caps *caps, const char *arg, size_t len)
     caps->size_max = (i == len) ? v : 0;
 }
 
+/* "AUTH PLAIN LOGIN CRAM-MD5": the mechanisms we can use. */
+static void
+ext_auth(struct smtpc_caps *caps, const char *arg, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && arg[i] == ' ')
+            i++;
+        size_t w = i;
+        while (i < len && arg[i] != ' ')
+            i++;
+        if (i - w == 5 && strncasecmp(arg + w, "PLAIN", 5) == 0)
+            caps->auth_plain = true;
+        else if (i - w == 5 && strncasecmp(arg + w, "LOGIN", 5) == 0)
+            caps->auth_login = true;
+    }
+}
+
 struct smtpc_ext {
     const char *keyword;
     size_t flag;            /* offsetof(struct smtpc_caps, bool) */
@@ -487,6 +509,7 @@ static const struct smtpc_ext smtpc_extensions[] = {
     { "ENHANCEDSTATUSCODES", offsetof(struct smtpc_caps, enhancedstatuscodes), NULL },
     { "DSN", offsetof(struct smtpc_caps, dsn), NULL },
     { "STARTTLS", offsetof(struct smtpc_caps, starttls), NULL },
+    { "AUTH", offsetof(struct smtpc_caps, auth), ext_auth },
 };
 
 /* One EHLO reply line after the first: "KEYWORD [params]" (RFC 5321 §4.1.1.1,
@@ -511,6 +534,67 @@ smtpc_ehlo_line(struct smtp_client *c, const char *s, size_t len)
     }
 }
 
+/* base64 of p[0..n) as a command line of its own (a SASL response). */
+static void
+smtpc_command_base64(struct smtp_client *c, const char *prefix, const void *p, size_t n)
+{
+    char b64[BASE64_ENCODED_SIZE(2 * SMTPC_AUTH_FIELD_MAX + 2)];
+    base64_encode(p, n, b64, sizeof b64);
+    smtpc_command(c, "%s%s", prefix, b64);
+    explicit_bzero(b64, sizeof b64);
+}
+
+/* RFC 4954 §4 with an initial response for PLAIN (RFC 4616: "" NUL user
+ * NUL password); LOGIN answers two challenges. */
+static void
+smtpc_send_auth(struct smtp_client *c)
+{
+    c->auth_step = 0;
+    if (c->caps.auth_plain) {
+        char msg[2 * SMTPC_AUTH_FIELD_MAX + 2];
+        size_t ul = strnlen(c->auth_user, SMTPC_AUTH_FIELD_MAX);
+        size_t pl = strnlen(c->auth_pass, SMTPC_AUTH_FIELD_MAX);
+        msg[0] = '\0';
+        memcpy(msg + 1, c->auth_user, ul);
+        msg[1 + ul] = '\0';
+        memcpy(msg + 2 + ul, c->auth_pass, pl);
+        smtpc_command_base64(c, "AUTH PLAIN ", msg, 2 + ul + pl);
+        explicit_bzero(msg, sizeof msg);
+    } else {
+        smtpc_command(c, "AUTH LOGIN");
+    }
+    smtpc_enter_state(c, SMTPC_ST_AUTH);
+}
+
+static void
+on_auth(struct smtp_client *c, const struct smtpc_reply *r)
+{
+    if (r->code == 235) {
+        c->authenticated = true;
+        smtpc_ready(c);
+        return;
+    }
+    if (r->code == 334 && !c->caps.auth_plain && c->auth_step < 2) {
+        const char *field = c->auth_step == 0 ? c->auth_user : c->auth_pass;
+        c->auth_step++;
+        /* A response line: like a command, it gets exactly one reply. */
+        smtpc_command_base64(c, "", field, strnlen(field, SMTPC_AUTH_FIELD_MAX));
+        return;
+    }
+    if (r->code / 100 == 4 || r->code / 100 == 5) {
+        smtpc_fail_reply(c, r, true);
+        return;
+    }
+    smtpc_protocol_error(c, "unexpected reply", r->text, strlen(r->text));
+}
+
+void
+smtp_client_set_auth(struct smtp_client *c, const char *user, const char *pass)
+{
+    c->auth_user = user;
+    c->auth_pass = pass;
+}
+
 static void
 smtpc_send_starttls_or_ready(struct smtp_client *c)
 {
@@ -522,6 +606,10 @@ smtpc_send_starttls_or_ready(struct smtp_client *c)
     if (c->require_tls && !c->tls_active) {
         smtpc_tls_required_fail(c, c->esmtp ? "was not offered by the host"
                                              : "the host does not speak ESMTP");
+        return;
+    }
+    if (c->auth_user != NULL && !c->authenticated && (c->caps.auth_plain || c->caps.auth_login)) {
+        smtpc_send_auth(c);
         return;
     }
     smtpc_ready(c);
@@ -615,6 +703,7 @@ smtp_client_tls_done(struct smtp_client *c, int res, const char *why, uint64_t n
      * an EHLO command as the first command after a successful TLS
      * negotiation." */
     c->tls_active = true;
+    c->authenticated = false;
     memset(&c->caps, 0, sizeof c->caps);
     c->esmtp = false;
     smtpc_send_ehlo(c);

@@ -61,6 +61,7 @@
 #define SMTPC_REPLY_LINES_MAX 100  /* lines per reply */
 #define SMTPC_TEXT_MAX 256         /* stored reply text, NUL included */
 #define SMTPC_ENH_MAX 12           /* "5.123.123" plus NUL */
+#define SMTPC_AUTH_FIELD_MAX 255   /* user name, password (RFC 4616 limits) */
 
 enum smtpc_state {
     SMTPC_ST_BANNER = 0,   /* connected, waiting for the 220 greeting */
@@ -68,6 +69,7 @@ enum smtpc_state {
     SMTPC_ST_HELO,         /* HELO sent (EHLO got 5xx) */
     SMTPC_ST_STARTTLS,     /* STARTTLS sent, waiting for 220 */
     SMTPC_ST_TLS,          /* 220 to STARTTLS: io/ runs the TLS handshake */
+    SMTPC_ST_AUTH,         /* AUTH sent (RFC 4954), waiting for 334 or 235 */
     SMTPC_ST_READY,        /* idle: takes a message or QUIT */
     SMTPC_ST_MAIL,         /* waiting for the reply to MAIL */
     SMTPC_ST_RCPT,         /* waiting for RCPT replies */
@@ -158,6 +160,9 @@ struct smtpc_caps {
     bool enhancedstatuscodes;
     bool dsn;
     bool starttls;
+    bool auth;                  /* AUTH advertised ... */
+    bool auth_plain;            /* ... with PLAIN */
+    bool auth_login;            /* ... with LOGIN */
 };
 
 /* The transaction of the message in flight. Owned by the session. */
@@ -199,6 +204,10 @@ struct smtp_client {
     bool esmtp;                    /* EHLO accepted */
     bool want_starttls;            /* smtp_client_set_starttls() */
     bool require_tls;              /* smtp_client_require_tls() */
+    const char *auth_user;         /* smtp_client_set_auth(), not copied */
+    const char *auth_pass;
+    bool authenticated;            /* 235 to our AUTH */
+    unsigned auth_step;            /* LOGIN: challenges answered */
     bool tls_active;               /* handshake completed */
     bool tls_refused;              /* STARTTLS offered but refused */
     uint32_t discarded;            /* octets dropped after 220 to STARTTLS */
@@ -233,6 +242,12 @@ void smtp_client_set_starttls(struct smtp_client *c, bool enable);
  * does not offer STARTTLS, or refuses it, fails the connection with 4.7.4
  * after a QUIT (every recipient deferred). Implies set_starttls(true). */
 void smtp_client_require_tls(struct smtp_client *c, bool require);
+/* Credentials for a smarthost (smtp_sasl_password_file): after EHLO (after
+ * TLS when STARTTLS runs), AUTH PLAIN, or LOGIN when only that is offered.
+ * 235 goes on; any other reply fails the connection (every recipient
+ * deferred, like Postfix's smtp_sasl_auth_soft_bounce). A host that offers
+ * no AUTH gets the mail without it. user and pass are not copied. */
+void smtp_client_set_auth(struct smtp_client *c, const char *user, const char *pass);
 /* The handshake finished: res 0 sends EHLO again with everything learnt
  * before forgotten (RFC 3207 §4.2); res < 0 fails the connection (4.7.5,
  * why says what went wrong, may be NULL). */

@@ -779,9 +779,14 @@ cmd_mail(struct smtp_server *s, const char *args, size_t len)
         smtp_error(s, "530 5.7.0 Must issue a STARTTLS command first");
         return;
     }
-    /* RFC 6409 §4.3: a submission server authenticates its clients. */
+    /*
+     * RFC 6409 §4.3: a submission server authenticates its clients.  With
+     * no password file there is nothing to authenticate against, and the
+     * listener relays for mynetworks like port 25: RFC 6409 §4.3 lets an
+     * MSA authenticate by address instead (the daemon warns).
+     */
     if ((s->kind == LISTENER_SUBMISSION || s->kind == LISTENER_SUBMISSIONS)
-        && !s->authenticated) {
+        && s->auth_available && !s->authenticated) {
         smtp_error(s, "530 5.7.0 Authentication required");
         return;
     }

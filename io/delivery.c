@@ -614,6 +614,14 @@ out_tls_configure(struct worker *w, struct outconn *oc)
         if (worker_unix_ms() < m->plaintext_until_ms)
             oc->tls_level = TLS_LEVEL_NONE;
     }
+    const char *user, *pass;
+    if (route_credentials_lookup(w->d->smtp_credentials, &oc->dest->hop,
+                                 (uint16_t)w->d->cfg->smtp_port, &user, &pass)) {
+        /* Postfix's smtp_sasl_tls_security_options: no password in the clear. */
+        if (w->d->cfg->smtp_tls_auth_only && oc->tls_level < TLS_LEVEL_ENCRYPT)
+            oc->tls_level = TLS_LEVEL_ENCRYPT;
+        smtp_client_set_auth(&oc->smtp, user, pass);
+    }
     if (oc->tls_level >= TLS_LEVEL_ENCRYPT)
         smtp_client_require_tls(&oc->smtp, true);
     else

@@ -72,7 +72,8 @@ daemon_tls_init(struct daemon *d)
             return -1;
         }
     }
-    if (cfg->smtp_tls_security_level != TLS_LEVEL_NONE || cfg->destination_policy[0]) {
+    if (cfg->smtp_tls_security_level != TLS_LEVEL_NONE || cfg->destination_policy[0]
+        || cfg->smtp_sasl_password_file[0]) {
         char err[512];
         d->smtp_tls = tls_client_new(cfg->smtp_tls_CAfile, err, sizeof err);
         if (d->smtp_tls == NULL) {
@@ -92,7 +93,7 @@ daemon_auth_init(struct daemon *d)
         for (size_t i = 0; i < cfg->nlisten; i++)
             if (cfg->listen[i].kind != LISTENER_SMTP) {
                 log_warn("listen %s:%u is a submission listener but smtpd_auth_password_file "
-                         "is not set: every MAIL there gets 530",
+                         "is not set: it relays only for mynetworks, like port 25",
                          cfg->listen[i].host, cfg->listen[i].port);
                 break;
             }
@@ -316,8 +317,8 @@ main(int argc, char **argv)
         log_error("smtpd_client_event_limit_exceptions: %s", err);
         return 2;
     }
-    if (settings_load_routes(&cfg, "ringmta", &d.transport, &d.policy, &d.relayhost,
-                             &d.relayhost_set)
+    if (settings_load_routes(&cfg, "ringmta", &d.transport, &d.policy, &d.smtp_credentials,
+                             &d.relayhost, &d.relayhost_set)
         != 0)
         return 2;
     if (daemon_tls_init(&d) != 0 || daemon_auth_init(&d) != 0)
@@ -407,6 +408,7 @@ main(int argc, char **argv)
     cidr_list_free(&d.limit_exceptions);
     route_table_free(d.transport);
     route_policy_free(d.policy);
+    route_credentials_free(d.smtp_credentials);
     relay_policy_free(&d.relay);
     for (size_t i = 0; d.listen_tls != NULL && i < cfg.nlisten; i++)
         tls_server_free(d.listen_tls[i]);

@@ -74,8 +74,10 @@ settings_load(struct config *cfg, const char *prog, const char *file,
 
 /* One routing file: read and parsed, or NULL when the setting is empty. */
 static int
-settings_load_file(const char *path, const char *prog, const char *what, void **out,
-                   int (*parse)(void **, const char *, size_t, const char *, char *, size_t))
+settings_load_file(const struct config *cfg, const char *path, const char *prog,
+                   const char *what, void **out,
+                   int (*parse)(void **, const struct config *, const char *, size_t,
+                                const char *, char *, size_t))
 {
     *out = NULL;
     if (path == NULL || path[0] == '\0')
@@ -87,7 +89,7 @@ settings_load_file(const char *path, const char *prog, const char *what, void **
         return -1;
     }
     char err[512];
-    int r = parse(out, text, len, path, err, sizeof err);
+    int r = parse(out, cfg, text, len, path, err, sizeof err);
     xfree(text);
     if (r != 0) {
         fprintf(stderr, "%s: %s\n", prog, err);
@@ -97,32 +99,50 @@ settings_load_file(const char *path, const char *prog, const char *what, void **
 }
 
 static int
-settings_parse_table(void **out, const char *text, size_t len, const char *origin, char *err,
-                     size_t errsize)
+settings_parse_table(void **out, const struct config *cfg, const char *text, size_t len,
+                     const char *origin, char *err, size_t errsize)
 {
+    (void)cfg;
     return route_table_parse((struct route_table **)out, text, len, origin, err, errsize);
 }
 
 static int
-settings_parse_policy(void **out, const char *text, size_t len, const char *origin, char *err,
-                      size_t errsize)
+settings_parse_policy(void **out, const struct config *cfg, const char *text, size_t len,
+                      const char *origin, char *err, size_t errsize)
 {
+    (void)cfg;
     return route_policy_parse((struct route_policy **)out, text, len, origin, err, errsize);
+}
+
+static int
+settings_parse_credentials(void **out, const struct config *cfg, const char *text, size_t len,
+                           const char *origin, char *err, size_t errsize)
+{
+    return route_credentials_parse((struct route_credentials **)out, text, len,
+                                   (uint16_t)cfg->smtp_port, origin, err, errsize);
 }
 
 int
 settings_load_routes(const struct config *cfg, const char *prog,
                      struct route_table **transport, struct route_policy **policy,
-                     struct route_hop *relayhost, bool *relayhost_set)
+                     struct route_credentials **credentials, struct route_hop *relayhost,
+                     bool *relayhost_set)
 {
-    void *t = NULL, *p = NULL;
-    if (settings_load_file(cfg->transport_map, prog, "transport_map", &t, settings_parse_table)
+    void *t = NULL, *p = NULL, *c = NULL;
+    if (settings_load_file(cfg, cfg->transport_map, prog, "transport_map", &t, settings_parse_table)
         != 0)
         return -1;
-    if (settings_load_file(cfg->destination_policy, prog, "destination_policy", &p,
+    if (settings_load_file(cfg, cfg->destination_policy, prog, "destination_policy", &p,
                            settings_parse_policy)
         != 0) {
         route_table_free(t);
+        return -1;
+    }
+    if (settings_load_file(cfg, cfg->smtp_sasl_password_file, prog, "smtp_sasl_password_file", &c,
+                           settings_parse_credentials)
+        != 0) {
+        route_table_free(t);
+        route_policy_free(p);
         return -1;
     }
     *relayhost_set = false;
@@ -132,11 +152,13 @@ settings_load_routes(const struct config *cfg, const char *prog,
             fprintf(stderr, "%s: relayhost: %s\n", prog, err);
             route_table_free(t);
             route_policy_free(p);
+            route_credentials_free(c);
             return -1;
         }
         *relayhost_set = true;
     }
     *transport = t;
     *policy = p;
+    *credentials = c;
     return 0;
 }

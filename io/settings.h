@@ -23,13 +23,16 @@ int settings_load(struct config *cfg, const char *prog, const char *file,
 char *settings_read_file(const char *path, size_t *len);
 
 /* Loads the routing files and relayhost named by the settings into d-style
- * outputs: transport_map and destination_policy (NULL when not set).
+ * outputs: transport_map, destination_policy and smtp_sasl_password_file
+ * (NULL when not set).
  * Returns 0, or -1 after printing "PROG: reason" to stderr. */
 struct route_table;
 struct route_policy;
+struct route_credentials;
 struct route_hop;
 int settings_load_routes(const struct config *cfg, const char *prog,
                          struct route_table **transport, struct route_policy **policy,
-                         struct route_hop *relayhost, bool *relayhost_set);
+                         struct route_credentials **credentials, struct route_hop *relayhost,
+                         bool *relayhost_set);
 
 #endif

@@ -82,6 +82,7 @@ struct daemon {
     /* delivery routing, immutable after start */
     struct route_table *transport;
     struct route_policy *policy;
+    struct route_credentials *smtp_credentials;  /* smtp_sasl_password_file */
     struct route_hop relayhost;
     bool relayhost_set;
     /* TLS: one server context per listen endpoint (NULL = no TLS there);

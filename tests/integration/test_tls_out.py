@@ -45,13 +45,19 @@ class TlsCapture:
     """aiosmtpd offering STARTTLS (tls=True) or not; records, per message,
     whether it came over TLS."""
 
-    def __init__(self, tls=True, ctx=None):
+    def __init__(self, tls=True, ctx=None, users=None, exclude=()):
         self.lock = threading.Lock()
         self.txns = []
+        self.logins = []        # (mechanism, user, accepted)
         self.port = free_port()
         kw = {}
         if tls:
             kw["tls_context"] = ctx or server_context()
+        if users is not None:
+            # A smarthost: AUTH required, offered only under TLS unless
+            # there is no TLS at all.
+            kw.update(authenticator=self._authenticator(users), auth_required=True,
+                      auth_require_tls=tls, auth_exclude_mechanism=list(exclude))
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port,
                                      ready_timeout=10, **kw)
         self.controller.start()
@@ -59,11 +65,25 @@ class TlsCapture:
     def stop(self):
         self.controller.stop()
 
+    def _authenticator(self, users):
+        from aiosmtpd.smtp import AuthResult
+
+        def check(server, session, envelope, mechanism, data):
+            user, pw = data.login.decode(), data.password.decode()
+            ok = users.get(user) == pw
+            with self.lock:
+                self.logins.append((mechanism, user, ok))
+            return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+        return check
+
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
             self.txns.append(dict(rcpts=list(envelope.rcpt_tos),
                                   content=bytes(envelope.original_content),
-                                  tls=session.ssl is not None))
+                                  tls=session.ssl is not None,
+                                  user=(session.auth_data.login.decode()
+                                        if session.authenticated and session.auth_data
+                                        else None)))
         return "250 2.0.0 Ok: captured"
 
     def count(self):
@@ -288,6 +308,78 @@ class OutboundTlsTest(DaemonTest):
         self.assertEqual(peer.starttls_seen, 1)
         self.assertFalse(peer.messages[0][0])
         self.assertIn("next connections in plaintext", d.log())
+
+
+@unittest.skipUnless(HAVE_AIOSMTPD, "python3-aiosmtpd not installed")
+class SmarthostAuthTest(DaemonTest):
+    """relayhost with smtp_sasl_password_file: AUTH after STARTTLS, PLAIN or
+    LOGIN, a refused login defers, no password over plaintext."""
+
+    def capture(self, **kw):
+        cap = TlsCapture(**kw)
+        self.addCleanup(cap.stop)
+        return cap
+
+    def passwords(self, lines):
+        path = os.path.join(self.tmpdir, "sasl_passwd")
+        with open(path, "w") as f:
+            f.write("# smarthost credentials\n" + lines)
+        return path
+
+    def send(self, d, rcpt):
+        s = d.connect()
+        try:
+            code, texts = s.mail("a@example.org", [rcpt], BODY)
+            self.assertEqual(code, 250, texts)
+        finally:
+            s.close()
+
+    def test_auth_plain_after_starttls(self):
+        cap = self.capture(users={"relay": "pa:ss"})
+        pw = self.passwords("[127.0.0.1]:%d relay:pa:ss\n" % cap.port)
+        d = self.daemon(relayhost="[127.0.0.1]:%d" % cap.port, smtp_sasl_password_file=pw)
+        self.send(d, "r@example.net")
+        wait_for(lambda: cap.count() == 1, 30, "the delivery")
+        self.assertEqual(cap.logins, [("PLAIN", "relay", True)])
+        self.assertTrue(cap.txns[0]["tls"])
+        self.assertEqual(cap.txns[0]["user"], "relay")
+        self.assertNotIn("pa:ss", d.log())
+
+    def test_auth_login_when_plain_is_not_offered(self):
+        cap = self.capture(users={"relay": "secret"}, exclude=("PLAIN",))
+        pw = self.passwords("127.0.0.1 relay:secret\n")   # bare host: any port
+        d = self.daemon(relayhost="[127.0.0.1]:%d" % cap.port, smtp_sasl_password_file=pw)
+        self.send(d, "r@example.net")
+        wait_for(lambda: cap.count() == 1, 30, "the delivery")
+        self.assertEqual(cap.logins, [("LOGIN", "relay", True)])
+
+    def test_refused_credentials_defer_and_keep_the_message(self):
+        cap = self.capture(users={"relay": "right"})
+        pw = self.passwords("[127.0.0.1]:%d relay:wrong\n" % cap.port)
+        d = self.daemon(relayhost="[127.0.0.1]:%d" % cap.port, smtp_sasl_password_file=pw)
+        self.send(d, "r@example.net")
+        wait_for(lambda: "status=deferred" in d.log(), 30, "the deferral")
+        self.assertIn("535", d.log())
+        self.assertNotIn("wrong", d.log())
+        self.assertEqual(cap.count(), 0)
+        self.assertEqual(len(d.spool_list()), 1)
+
+    def test_no_password_goes_over_plaintext(self):
+        cap = self.capture(tls=False, users={"relay": "secret"})
+        pw = self.passwords("[127.0.0.1]:%d relay:secret\n" % cap.port)
+        d = self.daemon(relayhost="[127.0.0.1]:%d" % cap.port, smtp_sasl_password_file=pw)
+        self.send(d, "r@example.net")
+        wait_for(lambda: "dsn=4.7.4, status=deferred" in d.log(), 30, "the deferral")
+        self.assertEqual(cap.logins, [])
+        self.assertEqual(len(d.spool_list()), 1)
+
+    def test_bad_password_file_stops_the_start_without_the_secret(self):
+        pw = self.passwords("[127.0.0.1]:25 no-colon-topsecret\n")
+        d = self.daemon(start=False, smtp_sasl_password_file=pw)
+        with self.assertRaises(RuntimeError) as e:
+            d.start()
+        self.assertIn("sasl_passwd:2", str(e.exception))
+        self.assertNotIn("topsecret", str(e.exception))
 
 
 if __name__ == "__main__":

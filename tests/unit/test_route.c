@@ -476,3 +476,80 @@ ParameterizedTest(struct error_case *c, route, policy_errors_name_the_line)
     cr_assert(strncmp(err, c->error, strlen(c->error)) == 0, "got '%s', want '%s'", err,
               c->error);
 }
+
+/* --- smtp_sasl_password_file ------------------------------------------------ */
+
+static struct route_credentials *
+creds(const char *text)
+{
+    struct route_credentials *t = NULL;
+    char err[256];
+    int rc = route_credentials_parse(&t, text, strlen(text), 25, "sasl_passwd", err, sizeof err);
+    cr_assert_eq(rc, 0, "%s", err);
+    return t;
+}
+
+static const char *
+creds_user(const struct route_credentials *t, const char *nexthop, const char **pass)
+{
+    struct route_hop hop;
+    char err[128];
+    const char *user = NULL;
+    cr_assert_eq(route_hop_parse(&hop, nexthop, err, sizeof err), 0, "%s", err);
+    if (!route_credentials_lookup(t, &hop, 25, &user, pass))
+        return NULL;
+    return user;
+}
+
+Test(route, credentials_match_the_nexthop_as_written_with_the_port)
+{
+    struct route_credentials *t = creds("# smarthosts\n"
+                                        "[relay.example]:587  relay:pa:ss:word\n"
+                                        "[192.0.2.1]          other:pw2\n"
+                                        "mx.example           bare:pw3\n"
+                                        "192.0.2.9            ip:pw4\n");
+    cr_assert_eq(route_credentials_count(t), 4);
+    const char *pass = NULL;
+    cr_assert_str_eq(creds_user(t, "[relay.example]:587", &pass), "relay");
+    cr_assert_str_eq(pass, "pa:ss:word");   /* the password keeps its colons */
+    cr_assert_null(creds_user(t, "[relay.example]:2525", &pass));
+    cr_assert_null(creds_user(t, "[relay.example]", &pass));
+    /* "[192.0.2.1]" is port 25: the default fills it on both sides. */
+    cr_assert_str_eq(creds_user(t, "[192.0.2.1]:25", &pass), "other");
+    cr_assert_str_eq(creds_user(t, "[192.0.2.1]", &pass), "other");
+    /* A bare host serves it on any port, with or without brackets. */
+    cr_assert_str_eq(creds_user(t, "[mx.example]:2525", &pass), "bare");
+    cr_assert_str_eq(creds_user(t, "mx.example", &pass), "bare");
+    cr_assert_str_eq(pass, "pw3");
+    cr_assert_null(creds_user(t, "other.example", &pass));
+    cr_assert_str_eq(creds_user(t, "[192.0.2.9]:2525", &pass), "ip");
+    route_credentials_free(t);
+    cr_assert_not(route_credentials_lookup(NULL, &(struct route_hop){ .host = "x" }, 25,
+                                           &pass, &pass));
+}
+
+Test(route, credentials_errors_name_the_line_but_never_the_password)
+{
+    static const char *const bad[] = {
+        "[relay.example]:587 nocolonsecret\n",
+        "[relay.example]:587 :secret\n",
+        "[relay.example]:587\n",
+        "[relay.example]:587 a:secret extra\n",
+        "[relay.example]:99999 a:secret\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct route_credentials *t = NULL;
+        char err[256] = "";
+        cr_assert_eq(route_credentials_parse(&t, bad[i], strlen(bad[i]), 25, "sasl_passwd", err,
+                                             sizeof err),
+                     -1, "accepted: %s", bad[i]);
+        cr_assert_null(t);
+        cr_assert_not_null(strstr(err, "sasl_passwd:1"), "%s", err);
+        cr_assert_null(strstr(err, "secret"), "password leaked: %s", err);
+    }
+    struct route_credentials *t = NULL;
+    char err[256];
+    const char dup[] = "[r.example]:25 a:b\n[r.example] c:d\n";
+    cr_assert_eq(route_credentials_parse(&t, dup, strlen(dup), 25, "sp", err, sizeof err), -1);
+    cr_assert_not_null(strstr(err, "duplicate"), "%s", err);
+}

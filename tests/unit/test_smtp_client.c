@@ -1331,6 +1331,68 @@ Test(smtp_client, starttls_not_offered_is_not_sent)
     PLAY(EHLO_PLAIN);
 }
 
+/* --- AUTH to a smarthost (RFC 4954) ------------------------------------------- */
+
+/* base64("\0relay\0s3cret") and base64("relay"), base64("s3cret") */
+#define PLAIN_RELAY "AHJlbGF5AHMzY3JldA=="
+#define B64_USER "cmVsYXk="
+#define B64_PASS "czNjcmV0"
+
+Test(smtp_client, auth_plain_goes_with_an_initial_response_after_starttls)
+{
+    h_connect();
+    smtp_client_set_starttls(&H.c, true);
+    smtp_client_set_auth(&H.c, "relay", "s3cret");
+    PLAY(GREET, "S: 250-mx\r\n250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n", "C: STARTTLS",
+         "S: 220 go\r\n");
+    smtp_client_tls_done(&H.c, 0, NULL, H.now);
+    h_collect();
+    PLAY("C: EHLO " HELO, "S: 250-mx\r\n250 AUTH LOGIN PLAIN\r\n", "C: AUTH PLAIN " PLAIN_RELAY,
+         "S: 235 2.7.0 Authentication successful\r\n", "I:");
+    cr_assert(H.c.authenticated);
+}
+
+Test(smtp_client, auth_login_answers_both_challenges)
+{
+    h_connect();
+    smtp_client_set_auth(&H.c, "relay", "s3cret");
+    PLAY(GREET, "S: 250-mx\r\n250 AUTH LOGIN CRAM-MD5\r\n", "C: AUTH LOGIN",
+         "S: 334 VXNlcm5hbWU6\r\n", "C: " B64_USER, "S: 334 UGFzc3dvcmQ6\r\n", "C: " B64_PASS,
+         "S: 235 ok\r\n", "I:");
+    cr_assert(H.c.authenticated);
+}
+
+Test(smtp_client, auth_refused_defers_the_connection_after_quit)
+{
+    h_connect();
+    smtp_client_set_auth(&H.c, "relay", "wrong");
+    PLAY(GREET, "S: 250-mx\r\n250 AUTH PLAIN\r\n", "C: AUTH PLAIN AHJlbGF5AHdyb25n",
+         "S: 535 5.7.8 Authentication credentials invalid\r\n", "C: QUIT", "S: 221 bye\r\n",
+         "X:");
+    cr_assert(H.c.failed);
+    cr_assert_eq(H.c.failure.code, 535);
+    cr_assert_not(H.c.authenticated);
+}
+
+Test(smtp_client, a_third_login_challenge_is_a_protocol_error)
+{
+    h_connect();
+    smtp_client_set_auth(&H.c, "relay", "s3cret");
+    PLAY(GREET, "S: 250-mx\r\n250 AUTH LOGIN\r\n", "C: AUTH LOGIN", "S: 334 VXNlcm5hbWU6\r\n",
+         "C: " B64_USER, "S: 334 UGFzc3dvcmQ6\r\n", "C: " B64_PASS, "S: 334 more?\r\n");
+    cr_assert(H.c.failed);
+    cr_assert_not(H.c.authenticated);
+}
+
+Test(smtp_client, no_usable_mechanism_sends_without_auth)
+{
+    h_connect();
+    smtp_client_set_auth(&H.c, "relay", "s3cret");
+    PLAY(GREET, "S: 250-mx\r\n250 AUTH CRAM-MD5\r\n", "I:");
+    cr_assert_not(H.c.authenticated);
+    cr_assert(H.c.caps.auth);
+}
+
 Test(smtp_client, state_names_and_contexts)
 {
     cr_assert_str_eq(smtp_client_state_name(SMTPC_ST_DOT), "dot");

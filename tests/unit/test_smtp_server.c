@@ -2090,6 +2090,25 @@ Test(smtp_server, implicit_tls_listener_never_offers_starttls)
     PLAY("C: STARTTLS\r\n", "S: 503 5.5.1");
 }
 
+Test(smtp_server, submission_without_a_password_file_relays_for_mynetworks_only)
+{
+    /* RFC 6409 §4.3: authentication by address when there is no AUTH. */
+    h_connect_quiet(TRUSTED);
+    smtp_server_set_listener(&H.s, LISTENER_SUBMISSIONS, true, false);
+    smtp_server_tls_started(&H.s, "TLSv1.3", "TLS_AES_128_GCM_SHA256", 128, H.now);
+    smtp_server_greet(&H.s, H.now);
+    h_actions();
+    PLAY("S: 220 ", "C: EHLO client.example\r\n", "S: 250 ", "C: MAIL FROM:<a@example.org>\r\n",
+         "S: 250 ", "C: RCPT TO:<b@elsewhere.example>\r\n", "S: 250 ");
+    h_connect_quiet(UNTRUSTED);
+    smtp_server_set_listener(&H.s, LISTENER_SUBMISSIONS, true, false);
+    smtp_server_tls_started(&H.s, "TLSv1.3", "TLS_AES_128_GCM_SHA256", 128, H.now);
+    smtp_server_greet(&H.s, H.now);
+    h_actions();
+    PLAY("S: 220 ", "C: EHLO client.example\r\n", "S: 250 ", "C: MAIL FROM:<a@example.org>\r\n",
+         "S: 250 ", "C: RCPT TO:<b@elsewhere.example>\r\n", "S: 554 5.7.1");
+}
+
 /* --- AUTH (RFC 4954) ------------------------------------------------------- */
 
 /* base64 of "\0alice\0s3cret" and friends */
