@@ -88,7 +88,8 @@ struct outconn {
     bool close_submitted;
     bool conn_ok_reported;
     bool retry_next_addr;       /* closing to try the next address of this hop */
-    bool session_failed;        /* last_error is an SMTP/TLS failure, not a connect one */
+    bool session_failed;        /* a session failure was fed to AIMD this attempt */
+    bool last_is_session;       /* last_error/last_enh: an SMTP/TLS failure, not a connect one */
     char last_enh[12];
     bool sending_body;
     /* where to connect */
@@ -756,6 +757,7 @@ out_try_connect(struct worker *w, struct outconn *oc)
         int fd = socket(a->family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             snprintf(oc->last_error, sizeof oc->last_error, "socket: %s", strerror(errno));
+            oc->last_is_session = false;
             continue;
         }
         int one = 1;
@@ -783,15 +785,18 @@ out_try_connect(struct worker *w, struct outconn *oc)
     struct delivery *dl = w->delivery;
     uint64_t now = worker_unix_ms();
     char text[600];
-    if (oc->session_failed) {
-        snprintf(text, sizeof text, "%s", oc->last_error);
-    } else {
+    if (!oc->session_failed)
         scheduler_conn_failed(dl->sched, oc->dest, now);
+    /* The reason is the last server's, as Postfix reports it: its reply
+     * and enhanced code after a failed session, 4.4.1 after a failed
+     * connect (even when an earlier address had answered 421). */
+    if (oc->last_is_session)
+        snprintf(text, sizeof text, "%s", oc->last_error);
+    else
         snprintf(text, sizeof text, "connect to %s: %s", oc->dest->key,
                  oc->last_error[0] ? oc->last_error : "no address");
-    }
     out_fail_destination(w, oc, SCHEDULER_DEFERRED,
-                         oc->session_failed && oc->last_enh[0] ? oc->last_enh : "4.4.1", text);
+                         oc->last_is_session && oc->last_enh[0] ? oc->last_enh : "4.4.1", text);
     out_close(w, oc);
 }
 
@@ -1029,6 +1034,7 @@ out_flush(struct worker *w, struct outconn *oc)
         oc->conn_ok_reported = true;
         scheduler_conn_failed(dl->sched, oc->dest, now);
         oc->session_failed = true;
+        oc->last_is_session = true;
         oc->retry_next_addr = !atomic_load(&w->d->stopping);
         if (oc->tls_failed && oc->tls_level == TLS_LEVEL_MAY && !oc->tls_fell_back
             && oc->next_addr > 0) {
@@ -1189,6 +1195,7 @@ delivery_on_cqe(struct worker *w, void *ptr, struct io_uring_cqe *cqe)
         if (res < 0) {
             snprintf(oc->last_error, sizeof oc->last_error, "%s: %s", oc->peer,
                      res == -ECANCELED ? "connection timed out" : strerror(-res));
+            oc->last_is_session = false;
             log_info("connect to %s failed: %s", oc->peer,
                      res == -ECANCELED ? "timed out" : strerror(-res));
             close(oc->fd);

@@ -116,7 +116,8 @@ class Capture:
     """aiosmtpd in a thread; every transaction that reached end of data is a
     dict(mail_from, mail_options, rcpts, content, code)."""
 
-    def __init__(self, tempfail_first=(), reject=(), data_tempfail_first=(), port=None):
+    def __init__(self, tempfail_first=(), reject=(), data_tempfail_first=(), port=None,
+                 host="127.0.0.1"):
         self.tempfail_first = set(tempfail_first)     # RCPT: 451 the first time
         self.reject = set(reject)                     # RCPT: 550 always
         self.data_tempfail_first = set(data_tempfail_first)   # body markers: 451 once
@@ -127,7 +128,7 @@ class Capture:
         self.seen_rcpt = set()
         self.seen_marker = set()
         self.port = port or free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port,
+        self.controller = Controller(self, hostname=host, port=self.port,
                                      ready_timeout=10)
         self.controller.start()
 
@@ -961,6 +962,394 @@ class MxTests(DaemonTest):
         time.sleep(0.5)
         self.assertEqual([r[0] for r in d.spool_list()], [qid])
         self.assertNotIn("status=bounced", d.log())
+
+
+# --- MX fallback: two MX hosts on two loopback addresses ------------------------
+
+MX1, MX2 = "127.0.0.2", "127.0.0.3"
+
+
+def ipv6_loopback_works():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            s.listen(1)
+            socket.create_connection(("::1", s.getsockname()[1]), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def mx_port(addrs):
+    """A TCP port free on every one of addrs right now (the relay's
+    smtp_port is one port for all MX hosts)."""
+    for _ in range(50):
+        socks = []
+        try:
+            first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(first)
+            first.bind((addrs[0], 0))
+            port = first.getsockname()[1]
+            for a in addrs[1:]:
+                s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET,
+                                  socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((a, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no port free on all of %s" % (addrs,))
+
+
+class DownHost:
+    """addr:port bound and never listened on: connections are refused (RST)
+    and nobody else can take the port there while the test runs."""
+
+    def __init__(self, addr, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((addr, port))
+
+    def stop(self):
+        self.sock.close()
+
+
+class BlackHole:
+    """addr:port that never completes a handshake: a listen(0) socket whose
+    one-entry accept queue is kept full, so the kernel drops further SYNs and
+    a connect can only time out."""
+
+    def __init__(self, addr, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((addr, port))
+        self.sock.listen(0)
+        self.fillers = [socket.create_connection((addr, port), timeout=2)]
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.settimeout(0.3)
+        try:
+            probe.connect((addr, port))
+            self.black = False      # this kernel queued it anyway
+        except socket.timeout:
+            self.black = True
+        except OSError:
+            self.black = False
+        finally:
+            probe.close()
+
+    def stop(self):
+        for s in self.fillers:
+            s.close()
+        self.sock.close()
+
+
+class GreetingPeer:
+    """Answers every connection with one greeting line (421 or 554...), then
+    221 to QUIT (RFC 5321 3.1: the client says QUIT after a refusal) and
+    closes; with close_at_once, closes right after the greeting."""
+
+    def __init__(self, addr, port, greeting, close_at_once=False):
+        self.greeting = greeting
+        self.close_at_once = close_at_once
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((addr, port))
+        self.sock.listen(16)
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.commands = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._session, args=(c,), daemon=True).start()
+
+    def _session(self, c):
+        try:
+            c.settimeout(10)
+            c.sendall(self.greeting.encode() + b"\r\n")
+            if self.close_at_once:
+                return
+            f = c.makefile("rb")
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                with self.lock:
+                    self.commands.append(line.strip().decode(errors="replace"))
+                if line[:4].upper() == b"QUIT":
+                    c.sendall(b"221 2.0.0 bye\r\n")
+                    return
+                c.sendall(b"503 5.5.1 refused at the greeting\r\n")
+        except OSError:
+            return
+        finally:
+            c.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+@unittest.skipUnless(os.access(DNSMASQ, os.X_OK) and HAVE_AIOSMTPD,
+                     "dnsmasq or aiosmtpd not installed")
+class MxFallbackTests(DaemonTest):
+    """fb.test has MX mx1.fb.test (10) -> 127.0.0.2 and mx2.fb.test (20) ->
+    127.0.0.3, both on smtp_port; v6.test's one MX host has A 127.0.0.2 and
+    AAAA ::1. Every daemon has minimal_backoff_time=60s unless a test needs
+    the retry, so a delivery seen within seconds happened in the first
+    attempt, and smtp_connect_timeout=1s bounds a connect that hangs."""
+
+    ZONE = [
+        "--local=/test/",
+        "--local-ttl=30",
+        "--mx-host=fb.test,mx1.fb.test,10",
+        "--mx-host=fb.test,mx2.fb.test,20",
+        "--host-record=mx1.fb.test," + MX1,
+        "--host-record=mx2.fb.test," + MX2,
+        "--mx-host=v6.test,dual.v6.test,10",
+        "--host-record=dual.v6.test,%s,::1" % MX1,
+    ]
+
+    def setUp(self):
+        super().setUp()
+        proc, self.dns_port = start_dnsmasq(self.tmpdir, self.ZONE)
+        self.addCleanup(lambda: (proc.kill(), proc.wait()))
+
+    def relay(self, port, **settings):
+        s = dict(relayhost="", smtp_port=port, dns_servers="127.0.0.1:%d" % self.dns_port,
+                 minimal_backoff_time="60s", maximal_backoff_time="60s",
+                 smtp_connect_timeout="1s", smtp_helo_timeout="5s")
+        s.update(settings)
+        return self.daemon(**s)
+
+    def stopped(self, obj):
+        self.addCleanup(obj.stop)
+        return obj
+
+    def capture(self, host, port, **kw):
+        return self.stopped(Capture(host=host, port=port, **kw))
+
+    def lines_for(self, d, qid):
+        return [l for l in deliveries(d) if l[0] == qid]
+
+    def assert_sent_by_mx2_in_first_attempt(self, d, qid, cap, port, rcpts, t0):
+        wait_spool_empty(d, 10)
+        elapsed = time.monotonic() - t0
+        self.assertLess(elapsed, 6, "took %.1f s: a retry, not the same attempt" % elapsed)
+        self.assertEqual([sorted(t["rcpts"]) for t in cap.mail()], [sorted(rcpts)])
+        lines = self.lines_for(d, qid)
+        self.assertEqual(sorted((l[1], l[2], l[3], l[5]) for l in lines),
+                         sorted((r, "mx2.fb.test[%s]:%d" % (MX2, port), 1, "sent")
+                                for r in rcpts), lines)
+        return elapsed
+
+    # (a)
+    def test_preferred_mx_refusing_connections_falls_back_in_the_same_attempt(self):
+        port = mx_port([MX1, MX2])
+        self.stopped(DownHost(MX1, port))
+        cap = self.capture(MX2, port)
+        d = self.relay(port)
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["u@fb.test", "v@fb.test"],
+                        b"Subject: fallback\r\n\r\nmx1 is down\r\n")
+        elapsed = self.assert_sent_by_mx2_in_first_attempt(
+            d, qid, cap, port, ["u@fb.test", "v@fb.test"], t0)
+        log = d.log()
+        self.assertIn("connect to mx1.fb.test[%s]:%d failed: Connection refused" % (MX1, port),
+                      log)
+        self.assertLess(log.index("connect to mx1.fb.test"), log.index("relay=mx2.fb.test"))
+        self.assertNotIn("status=deferred", log)
+        note("mx1 refused, delivered by mx2 in %.2f s" % elapsed)
+
+    # (a), a preferred MX that never answers the SYN
+    def test_preferred_mx_timing_out_falls_back_after_smtp_connect_timeout(self):
+        port = mx_port([MX1, MX2])
+        hole = self.stopped(BlackHole(MX1, port))
+        if not hole.black:
+            self.skipTest("cannot make a connect time out on loopback here")
+        cap = self.capture(MX2, port)
+        d = self.relay(port, smtp_connect_timeout="1s")
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["u@fb.test"], b"Subject: slow mx1\r\n\r\nx\r\n")
+        elapsed = self.assert_sent_by_mx2_in_first_attempt(d, qid, cap, port, ["u@fb.test"], t0)
+        self.assertGreaterEqual(elapsed, 0.9, "mx2 before mx1's connect timed out")
+        self.assertIn("connect to mx1.fb.test[%s]:%d failed: timed out" % (MX1, port), d.log())
+        note("mx1 silent, delivered by mx2 in %.2f s (smtp_connect_timeout=1s)" % elapsed)
+
+    # (b)
+    def test_preferred_mx_421_greeting_falls_back_in_the_same_attempt(self):
+        port = mx_port([MX1, MX2])
+        peer = self.stopped(GreetingPeer(MX1, port, "421 4.3.2 mx1 too busy"))
+        cap = self.capture(MX2, port)
+        d = self.relay(port)
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["u@fb.test"], b"Subject: busy mx1\r\n\r\nx\r\n")
+        self.assert_sent_by_mx2_in_first_attempt(d, qid, cap, port, ["u@fb.test"], t0)
+        self.assertEqual(peer.connections, 1)
+        # 421 is the server closing the channel (RFC 5321 3.8): the relay
+        # closes at once, without QUIT (core/smtp_client.c smtpc_reply_done).
+        self.assertEqual(peer.commands, [])
+        self.assertIn("mx1.fb.test[%s]:%d: session failed" % (MX1, port), d.log())
+        self.assertIn("mx1 too busy", d.log())
+
+    def test_preferred_mx_closing_after_421_greeting_falls_back(self):
+        port = mx_port([MX1, MX2])
+        peer = self.stopped(GreetingPeer(MX1, port, "421 4.3.2 going away",
+                                         close_at_once=True))
+        cap = self.capture(MX2, port)
+        d = self.relay(port)
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["u@fb.test"], b"Subject: gone\r\n\r\nx\r\n")
+        self.assert_sent_by_mx2_in_first_attempt(d, qid, cap, port, ["u@fb.test"], t0)
+        self.assertEqual(peer.connections, 1)
+
+    def test_preferred_mx_554_greeting_falls_back(self):
+        # Postfix's smtp_skip_5xx_greeting=yes: a 5xx greeting means "not
+        # this host", not "bounce the mail".
+        port = mx_port([MX1, MX2])
+        peer = self.stopped(GreetingPeer(MX1, port, "554 5.3.2 mx1 not accepting mail"))
+        cap = self.capture(MX2, port)
+        d = self.relay(port)
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["u@fb.test"], b"Subject: 554\r\n\r\nx\r\n")
+        self.assert_sent_by_mx2_in_first_attempt(d, qid, cap, port, ["u@fb.test"], t0)
+        self.assertNotIn("status=bounced", d.log())
+        # RFC 5321 3.1: a server that greets with 554 waits for QUIT; the
+        # relay says it (and waits for the 221) before moving on.
+        self.assertEqual(peer.commands, ["QUIT"])
+
+    def test_preferred_mx_421_and_next_mx_down_defers_in_one_attempt(self):
+        port = mx_port([MX1, MX2])
+        peer = self.stopped(GreetingPeer(MX1, port, "421 4.3.2 mx1 too busy"))
+        self.stopped(DownHost(MX2, port))
+        d = self.relay(port)
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["u@fb.test"], b"Subject: none\r\n\r\nx\r\n")
+        line = wait_for(lambda: self.lines_for(d, qid), 10, "a deferral")[0]
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertEqual((line[3], line[4][0], line[5]), (1, "4", "deferred"), line)
+        self.assertEqual(peer.connections, 1)
+        self.assertIn("connect to mx2.fb.test[%s]:%d failed: Connection refused" % (MX2, port),
+                      d.log())
+        time.sleep(0.5)
+        self.assertEqual([r[0] for r in d.spool_list()], [qid])
+        self.assertNotIn("status=bounced", d.log())
+        self.assertEqual(len(self.lines_for(d, qid)), 1, "no second attempt before the backoff")
+
+    # (c)
+    def test_preferred_mx_4xx_to_rcpt_defers_that_recipient_without_the_next_mx(self):
+        # What ringmta does: a 4xx to RCPT from a server that greeted and
+        # took EHLO is the recipient's outcome; the recipient is deferred
+        # and retried later, preferred MX first; the next MX is not tried in
+        # the same attempt (only connection-level failures move on to it).
+        # Postfix would instead keep the recipient for the next MX when this
+        # is not the last server (smtp_trouble.c smtp_rcpt_fail: "soft
+        # error, non-final server"). This test pins ringmta's behaviour.
+        port = mx_port([MX1, MX2])
+        cap1 = self.capture(MX1, port, tempfail_first=["later@fb.test"])
+        cap2 = self.capture(MX2, port)
+        d = self.relay(port, minimal_backoff_time="1s", maximal_backoff_time="2s")
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["ok@fb.test", "later@fb.test"],
+                        b"Subject: rcpt 4xx\r\n\r\nx\r\n")
+        wait_spool_empty(d, 10)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(cap1.rcpts("ok@fb.test"), [250])
+        self.assertEqual(cap1.rcpts("later@fb.test"), [451, 250])
+        self.assertEqual(cap2.rcpt_log, [], "mx2 was never asked")
+        self.assertEqual(cap2.mail(True), [])
+        times = [t for a, _, t in cap1.rcpt_log if a == "later@fb.test"]
+        self.assertGreaterEqual(times[1] - times[0], 0.8, "retried before minimal_backoff_time")
+        relay1 = "mx1.fb.test[%s]:%d" % (MX1, port)
+        lines = [(l[1], l[2], l[3], l[4][0], l[5]) for l in self.lines_for(d, qid)]
+        self.assertEqual(sorted(lines), sorted([
+            ("ok@fb.test", relay1, 1, "2", "sent"),
+            ("later@fb.test", relay1, 1, "4", "deferred"),
+            ("later@fb.test", relay1, 2, "2", "sent"),
+        ]))
+        self.assertLess(elapsed, 8)
+
+    def test_deferral_after_421_then_refused_gives_one_hosts_status_and_text(self):
+        # The deferral pairs one host's status with that host's text: the
+        # last server's, as Postfix reports it (4.4.1 and mx2's refusal),
+        # not mx1's 4.3.2 with mx2's error.
+        port = mx_port([MX1, MX2])
+        self.stopped(GreetingPeer(MX1, port, "421 4.3.2 mx1 too busy"))
+        self.stopped(DownHost(MX2, port))
+        d = self.relay(port)
+        qid = send_data(d, "s@example.org", ["u@fb.test"], b"Subject: which\r\n\r\nx\r\n")
+        line = wait_for(lambda: self.lines_for(d, qid), 10, "a deferral")[0]
+        dsn, text = line[4], line[6]
+        self.assertEqual((dsn, "Connection refused" in text, "too busy" in text),
+                         ("4.4.1", True, False), line)
+
+    # (d)
+    def test_all_mx_down_defers_and_keeps_the_message(self):
+        port = mx_port([MX1, MX2])
+        self.stopped(DownHost(MX1, port))
+        self.stopped(DownHost(MX2, port))
+        d = self.relay(port)
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["u@fb.test", "v@fb.test"],
+                        b"Subject: nobody home\r\n\r\nx\r\n")
+        wait_for(lambda: len(self.lines_for(d, qid)) >= 2, 10, "two deferrals")
+        elapsed = time.monotonic() - t0
+        lines = self.lines_for(d, qid)
+        self.assertEqual(sorted((l[1], l[3], l[4], l[5]) for l in lines),
+                         [("u@fb.test", 1, "4.4.1", "deferred"),
+                          ("v@fb.test", 1, "4.4.1", "deferred")])
+        self.assertIn("Connection refused", lines[0][6])
+        log = d.log()
+        for name, addr in (("mx1", MX1), ("mx2", MX2)):
+            self.assertIn("connect to %s.fb.test[%s]:%d failed: Connection refused"
+                          % (name, addr, port), log)
+        self.assertLess(log.index("connect to mx1.fb.test"), log.index("connect to mx2.fb.test"))
+        self.assertLess(elapsed, 5)
+        time.sleep(0.5)
+        self.assertEqual([(r[0], r[2]) for r in d.spool_list()], [(qid, 2)])
+        self.assertNotIn("status=bounced", d.log())
+        self.assertEqual(len(self.lines_for(d, qid)), 2, "no second attempt before the backoff")
+
+    def test_all_mx_timing_out_defers_within_two_connect_timeouts(self):
+        port = mx_port([MX1, MX2])
+        holes = [self.stopped(BlackHole(a, port)) for a in (MX1, MX2)]
+        if not all(h.black for h in holes):
+            self.skipTest("cannot make a connect time out on loopback here")
+        d = self.relay(port, smtp_connect_timeout="1s")
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["u@fb.test"], b"Subject: silence\r\n\r\nx\r\n")
+        line = wait_for(lambda: self.lines_for(d, qid), 10, "a deferral")[0]
+        elapsed = time.monotonic() - t0
+        self.assertEqual((line[3], line[4], line[5]), (1, "4.4.1", "deferred"), line)
+        self.assertIn("timed out", line[6])
+        self.assertGreaterEqual(elapsed, 1.8)
+        self.assertLess(elapsed, 5)
+        self.assertEqual([r[0] for r in d.spool_list()], [qid])
+        self.assertNotIn("status=bounced", d.log())
+
+    # (e)
+    @unittest.skipUnless(ipv6_loopback_works(), "no IPv6 loopback on this machine")
+    def test_mx_host_with_dead_ipv4_is_reached_over_ipv6(self):
+        port = mx_port([MX1, "::1"])
+        self.stopped(DownHost(MX1, port))
+        cap = self.capture("::1", port)
+        d = self.relay(port)
+        t0 = time.monotonic()
+        qid = send_data(d, "s@example.org", ["u@v6.test"], b"Subject: v6\r\n\r\nx\r\n")
+        wait_spool_empty(d, 10)
+        self.assertLess(time.monotonic() - t0, 6)
+        self.assertEqual([t["rcpts"] for t in cap.mail()], [["u@v6.test"]])
+        lines = self.lines_for(d, qid)
+        self.assertEqual([(l[1], l[2], l[3], l[5]) for l in lines],
+                         [("u@v6.test", "dual.v6.test[::1]:%d" % port, 1, "sent")])
+        self.assertIn("connect to dual.v6.test[%s]:%d failed: Connection refused"
+                      % (MX1, port), d.log())
 
 
 if __name__ == "__main__":
