@@ -118,7 +118,7 @@ struct config {
     uint64_t minimal_backoff_time_ms;
     uint64_t maximal_backoff_time_ms;
     uint64_t max_queue_lifetime_ms;
-    uint64_t delay_warning_time_ms;     /* 0 = no delay notices unless NOTIFY=DELAY */
+    uint64_t delay_warning_time_ms;     /* delay notice after this long deferred; 0 = none */
 };
 
 /* Fills every setting with its documented default. */

@@ -968,8 +968,10 @@ dsn_should_notify(const char *sender, uint8_t notify, enum dsn_action action)
     case DSN_ACTION_DELAYED:
         /* "A NOTIFY parameter value containing the keyword DELAY indicates
          * the sender's willingness to receive "delayed" DSNs." Without
-         * NOTIFY: no delay warnings (our choice, like Postfix's default). */
-        return (notify & NOTIFY_DELAY) != 0;
+         * NOTIFY, §4.1 lets the MTA act as for NOTIFY=FAILURE or for
+         * NOTIFY=FAILURE,DELAY; like Postfix we take the latter (whether a
+         * delay notice is sent at all is delay_warning_time's choice). */
+        return notify == 0 || (notify & NOTIFY_DELAY) != 0;
     case DSN_ACTION_DELIVERED:
     case DSN_ACTION_RELAYED:
     case DSN_ACTION_EXPANDED:

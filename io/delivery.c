@@ -267,6 +267,9 @@ out_kind_word(const struct dsn_rcpt *r, uint32_t n)
     for (uint32_t i = 0; i < n; i++)
         if (r[i].action == DSN_ACTION_FAILED)
             return "non-delivery";
+    for (uint32_t i = 0; i < n; i++)
+        if (r[i].action == DSN_ACTION_DELAYED)
+            return "delay";
     return "delivery status";
 }
 
@@ -294,11 +297,15 @@ delivery_bounce(struct worker *w, struct outconn *oc, struct scheduler_job *job,
         /* Failures by default; success notices only when NOTIFY=SUCCESS
          * asked for them (RFC 3461 §4.1). */
         enum dsn_action action;
+        uint64_t retry_until = 0;
         if (r->outcome == SCHEDULER_FAILED)
             action = DSN_ACTION_FAILED;
         else if (r->outcome == SCHEDULER_DELIVERED)
             action = DSN_ACTION_DELIVERED;
-        else
+        else if (r->outcome == SCHEDULER_DEFERRED && r->delay_notice) {
+            action = DSN_ACTION_DELAYED;   /* chosen by delivery_record */
+            retry_until = m->env.arrival_ms + w->d->cfg->max_queue_lifetime_ms;
+        } else
             continue;
         if (!dsn_should_notify(m->env.sender, er->notify, action))
             continue;
@@ -312,6 +319,7 @@ delivery_bounce(struct worker *w, struct outconn *oc, struct scheduler_job *job,
             .diag = r->text,
             .diag_len = strlen(r->text),
             .last_attempt_ms = now,
+            .retry_until_ms = retry_until,
         };
     }
     if (n == 0) {
@@ -397,9 +405,26 @@ delivery_bounce(struct worker *w, struct outconn *oc, struct scheduler_job *job,
 }
 
 /*
+ * A deferred recipient is reported to its sender as delayed once, when the
+ * message has waited delay_warning_time (Postfix's delay_warning_time; 0
+ * turns notices off) and NOTIFY allows it. The notice rides in the same
+ * report as this job's failures; the recipient's RCPT_STATUS record carries
+ * SPOOL_RCPT_DELAY_WARNED so no restart sends it again.
+ */
+static bool
+delivery_delay_notice_due(const struct worker *w, const struct queue_msg *m,
+                          const struct envelope_rcpt *er, uint64_t now)
+{
+    uint64_t after = w->d->cfg->delay_warning_time_ms;
+    return after > 0 && !er->delay_warned && now >= m->env.arrival_ms + after
+           && dsn_should_notify(m->env.sender, er->notify, DSN_ACTION_DELAYED);
+}
+
+/*
  * The transaction is over and job->results is filled. Expired deferrals
- * become failures (5.4.7). Every tried recipient gets a RCPT_STATUS record;
- * the job then waits for the fsync that covers them.
+ * become failures (5.4.7); deferrals old enough get a delay notice. Every
+ * tried recipient gets a RCPT_STATUS record; the job then waits for the
+ * fsync that covers them.
  */
 static void
 delivery_record(struct worker *w, struct outconn *oc, struct scheduler_job *job)
@@ -420,14 +445,20 @@ delivery_record(struct worker *w, struct outconn *oc, struct scheduler_job *job)
                      r->text);
             snprintf(r->text, sizeof r->text, "%s", why);
         }
+        r->delay_notice = r->outcome == SCHEDULER_DEFERRED
+                          && delivery_delay_notice_due(w, e->msg,
+                                                       &e->msg->env.rcpts[e->rcpt[i]], now);
     }
     if (delivery_bounce(w, oc, job, &o->bounce, &o->bounce_ticket) != 0) {
-        /* No bounce, no failure: they are tried again later. */
-        for (uint32_t i = 0; i < e->nrcpt; i++)
+        /* No bounce, no failure: they are tried again later (and the
+         * delay notice with them). */
+        for (uint32_t i = 0; i < e->nrcpt; i++) {
+            job->results[i].delay_notice = false;
             if (job->results[i].outcome == SCHEDULER_FAILED) {
                 job->results[i].outcome = SCHEDULER_DEFERRED;
                 snprintf(job->results[i].status, sizeof job->results[i].status, "4.3.0");
             }
+        }
     }
     for (uint32_t i = 0; i < e->nrcpt; i++) {
         struct scheduler_result *r = &job->results[i];
@@ -438,8 +469,10 @@ delivery_record(struct worker *w, struct outconn *oc, struct scheduler_job *job)
         /* A deferral carries its next attempt, so a restart keeps the backoff. */
         uint64_t next = r->outcome == SCHEDULER_DEFERRED
                             ? scheduler_job_retry_at(dl->sched, job, now) : 0;
+        uint8_t flags = r->delay_notice || e->msg->env.rcpts[e->rcpt[i]].delay_warned
+                            ? SPOOL_RCPT_DELAY_WARNED : 0;
         int rc = spool_append_rcpt_status(w->spool, e->msg->qid, e->rcpt[i],
-                                          out_rcpt_state(r->outcome), next, &t);
+                                          out_rcpt_state(r->outcome), flags, next, &t);
         if (rc < 0) {
             o->ticket_failed = true;
             continue;
@@ -470,6 +503,8 @@ delivery_act(struct worker *w, struct outcome *o, int res)
     }
     for (uint32_t i = 0; i < e->nrcpt; i++) {
         uint8_t oc = job->results[i].outcome;
+        if (res == 0 && !o->ticket_failed && job->results[i].delay_notice)
+            m->env.rcpts[e->rcpt[i]].delay_warned = true;
         if (oc == SCHEDULER_DELIVERED || oc == SCHEDULER_FAILED) {
             m->env.rcpts[e->rcpt[i]].state = out_rcpt_state(oc);
             if (atomic_fetch_sub(&m->open_rcpts, 1) == 1) {

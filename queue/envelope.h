@@ -27,6 +27,7 @@ struct envelope_rcpt {
     char *orcpt;                /* decoded ORCPT value or NULL */
     uint8_t notify;             /* NOTIFY_* bits (core/smtp_params.h), 0 = unset */
     uint8_t state;              /* enum rcpt_state (runtime, from RCPT_STATUS) */
+    bool delay_warned;          /* a delay notice was sent (runtime, from RCPT_STATUS) */
 };
 
 struct envelope {

@@ -46,6 +46,7 @@ struct scheduler_result {
     uint16_t code;              /* SMTP reply code, 0 when none */
     char status[12];            /* enhanced status "4.4.1" */
     char text[256];             /* printable ASCII reply or reason */
+    bool delay_notice;          /* deferred, and reported to the sender as delayed */
 };
 
 struct scheduler_dest;

@@ -754,12 +754,14 @@ spool_append_ticketed(struct spool *sp, uint8_t type, uint64_t qid, const void *
 
 int
 spool_append_rcpt_status(struct spool *sp, uint64_t qid, uint32_t rcpt_index,
-                         uint8_t state, uint64_t next_attempt_ms, struct spool_ticket *t)
+                         uint8_t state, uint8_t flags, uint64_t next_attempt_ms,
+                         struct spool_ticket *t)
 {
     uint8_t pl[16];
     le_put_u32(pl, rcpt_index);
     pl[4] = state;
-    pl[5] = pl[6] = pl[7] = 0;
+    pl[5] = flags;
+    pl[6] = pl[7] = 0;
     le_put_u64(pl + 8, next_attempt_ms);
     return spool_append_ticketed(sp, SPOOL_REC_RCPT_STATUS, qid, pl, sizeof pl, t);
 }

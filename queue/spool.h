@@ -37,7 +37,8 @@
  *                then the body octets; payload_crc covers prefix and body.
  *                The chunk sequence number lives here, not in the header.
  *   COMMIT       u64 body_len | u32 nchunks | u32 flags   (16 octets)
- *   RCPT_STATUS  u32 rcpt_index | u8 state | 3 zero | u64 next_attempt_ms
+ *   RCPT_STATUS  u32 rcpt_index | u8 state | u8 flags | 2 zero
+ *                | u64 next_attempt_ms   (flags: SPOOL_RCPT_*)
  *   DONE, ABORT  empty
  *
  * A message is:  ENVELOPE, BODY chunk 0..n-1, COMMIT  (all with its qid).
@@ -231,10 +232,14 @@ void spool_set_nosync(struct spool *sp, bool nosync);
  * durable when spool_ticket_state(t) is 1. Return 0, -ENOSPC or -EIO.
  * Recovery applies RCPT_STATUS per recipient in (segment seq, worker,
  * offset) order, last one wins, except that a final state (DELIVERED,
- * FAILED) is never replaced by a non-final one.
+ * FAILED) is never replaced by a non-final one. Flags are sticky: once a
+ * record carries one, the recipient keeps it.
  */
+enum {
+    SPOOL_RCPT_DELAY_WARNED = 0x01,   /* a delay notice went to the sender */
+};
 int spool_append_rcpt_status(struct spool *sp, uint64_t qid, uint32_t rcpt_index,
-                             uint8_t state, uint64_t next_attempt_ms,
+                             uint8_t state, uint8_t flags, uint64_t next_attempt_ms,
                              struct spool_ticket *t);
 int spool_append_done(struct spool *sp, uint64_t qid, struct spool_ticket *t);
 /* ABORT for a qid whose spool_msg is gone, e.g. its commit's fsync failed

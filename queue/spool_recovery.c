@@ -66,6 +66,7 @@ struct rec_status {
     uint32_t off;
     uint32_t rcpt;
     uint8_t state;
+    uint8_t flags;              /* SPOOL_RCPT_* */
     uint64_t next_attempt_ms;
 };
 
@@ -310,7 +311,7 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
         m->st = spool_recovery_grow32(m->st, m->nst, &m->capst, sizeof *m->st);
         m->st[m->nst++] = (struct rec_status){
             .seq = rs->seq, .worker = rs->worker, .off = (uint32_t)off,
-            .rcpt = le_get_u32(pl), .state = pl[4],
+            .rcpt = le_get_u32(pl), .state = pl[4], .flags = pl[5],
             .next_attempt_ms = le_get_u64(pl + 8),
         };
         break;
@@ -496,6 +497,8 @@ spool_recovery_apply_status(struct rec_msg *m, struct spool_recovered_msg *out)
         if (s->rcpt >= env->nrcpt || s->state > RCPT_FAILED)
             continue;
         struct envelope_rcpt *rc = &env->rcpts[s->rcpt];
+        if (s->flags & SPOOL_RCPT_DELAY_WARNED)
+            rc->delay_warned = true;
         if (spool_recovery_final(rc->state) && !spool_recovery_final(s->state))
             continue;
         rc->state = s->state;

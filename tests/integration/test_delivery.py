@@ -117,8 +117,9 @@ class Capture:
     dict(mail_from, mail_options, rcpts, content, code)."""
 
     def __init__(self, tempfail_first=(), reject=(), data_tempfail_first=(), port=None,
-                 host="127.0.0.1"):
+                 host="127.0.0.1", tempfail_always=()):
         self.tempfail_first = set(tempfail_first)     # RCPT: 451 the first time
+        self.tempfail_always = set(tempfail_always)   # RCPT: 450 every time
         self.reject = set(reject)                     # RCPT: 550 always
         self.data_tempfail_first = set(data_tempfail_first)   # body markers: 451 once
         self.lock = threading.Lock()
@@ -139,6 +140,8 @@ class Capture:
         with self.lock:
             if address in self.reject:
                 code = "550 5.1.1 <%s>: no such user" % address
+            elif address in self.tempfail_always:
+                code = "450 4.2.1 <%s>: mailbox busy" % address
             elif address in self.tempfail_first and address not in self.seen_rcpt:
                 self.seen_rcpt.add(address)
                 code = "451 4.2.0 <%s>: try again later" % address
@@ -421,14 +424,15 @@ def start_dnsmasq(tmpdir, zone):
 # --- sending to ringmta ----------------------------------------------------------
 
 
-def send_data(d, sender, rcpts, body, mail_params=""):
-    """One transaction by DATA with the body dot-stuffed here; returns the qid."""
+def send_data(d, sender, rcpts, body, mail_params="", rcpt_params=None):
+    """One transaction by DATA with the body dot-stuffed here; returns the qid.
+    rcpt_params: address -> " NOTIFY=..." appended to that RCPT."""
     s = d.connect()
     try:
         assert s.cmd("EHLO client.test") == 250
         assert s.cmd("MAIL FROM:<%s>%s" % (sender, mail_params)) == 250
         for r in rcpts:
-            assert s.cmd("RCPT TO:<%s>" % r) == 250
+            assert s.cmd("RCPT TO:<%s>%s" % (r, (rcpt_params or {}).get(r, ""))) == 250
         assert s.cmd("DATA") == 354
         s.send(stuff(body) + b".\r\n")
         code, texts = s.reply()
@@ -635,6 +639,46 @@ class CaptureTests(DaemonTest):
         bad = [l for l in deliveries(d) if l[1] == "bad@dest.test"][0]
         self.assertEqual(bad[0], q1)
         self.assertIn("550", bad[6])
+
+    def test_delay_notice_is_sent_once_even_across_kill9(self):
+        # delay_warning_time=1s: the first retry after a second finds the
+        # message old enough; its sender gets one "delayed" report naming
+        # the recipient without NOTIFY (taken as FAILURE,DELAY), not the one
+        # with NOTIFY=FAILURE. Later retries, and a restart after kill -9,
+        # send no second notice (the RCPT_STATUS flag is durable).
+        cap = self.capture(tempfail_always=["slow@dest.test", "quiet@dest.test"])
+        d = self.relay_daemon(cap, minimal_backoff_time="1s", maximal_backoff_time="1s",
+                              delay_warning_time="1s")
+        qid = send_data(d, "s@example.org", ["ok@dest.test", "slow@dest.test", "quiet@dest.test"],
+                        b"Subject: slow one\r\nMessage-ID: <delay@example.org>\r\n\r\nx\r\n",
+                        rcpt_params={"quiet@dest.test": " NOTIFY=FAILURE"})
+
+        def notices():
+            return [t for t in cap.mail(with_null_sender=True) if t["mail_from"] == ""]
+        wait_for(lambda: notices(), 15, "the delay notice")
+        n = notices()[0]
+        self.assertEqual(n["rcpts"], ["s@example.org"])
+        text = n["content"].decode()
+        self.assertIn("multipart/report; report-type=delivery-status", text)
+        self.assertEqual(re.findall(r"(?m)^Final-Recipient: rfc822; *(\S+)", text),
+                         ["slow@dest.test"])
+        self.assertRegex(text, r"(?m)^Action: delayed\r?$")
+        self.assertRegex(text, r"(?m)^Status: 4\.2\.1\r?$")
+        self.assertRegex(text, r"(?m)^Will-Retry-Until: ")
+        self.assertIn("mailbox busy", text)
+        self.assertIn("Message-ID: <delay@example.org>", text, "headers of the original")
+        self.assertIn("sender delay notification", d.log())
+
+        # Two more retries, then a crash and two retries after the restart.
+        wait_for(lambda: len(cap.rcpts("slow@dest.test")) >= 4, 15, "more retries")
+        time.sleep(0.3)         # the RCPT_STATUS record's fsync
+        d.kill9()
+        d.start()
+        k = len(cap.rcpts("slow@dest.test"))
+        wait_for(lambda: len(cap.rcpts("slow@dest.test")) >= k + 2, 15, "retries after restart")
+        self.assertEqual(len(notices()), 1, "one delay notice, never repeated")
+        self.assertEqual(cap.rcpts("ok@dest.test"), [250])
+        self.assertEqual([(r[0], r[2]) for r in d.spool_list()], [(qid, 3)])
 
     def test_deferred_recipient_keeps_its_retry_time_across_kill9(self):
         # The deferral is recorded with its next attempt time: after a crash

@@ -967,7 +967,7 @@ ParameterizedTestParameters(dsn, should_notify_truth_table)
         { "<>", 0, A_F, false },
         /* Row 46 and the default: failures are reported without NOTIFY. */
         { "alice@example.org", 0, A_F, true },
-        { "alice@example.org", 0, A_D, false },
+        { "alice@example.org", 0, A_D, true },   /* as FAILURE,DELAY */
         { "alice@example.org", 0, A_S, false },
         { "alice@example.org", 0, DSN_ACTION_RELAYED, false },
         /* NEVER. */

@@ -870,7 +870,7 @@ Test(spool, status_and_done_records_are_appended_with_tickets)
     struct spool *sp = spool_new(0, 1 << 20);
     struct spool_segment *seg = test_attach(sp, 1 << 20);
     struct spool_ticket t;
-    cr_assert_eq(spool_append_rcpt_status(sp, 7, 2, RCPT_DEFERRED, 123456789, &t), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 7, 2, RCPT_DEFERRED, SPOOL_RCPT_DELAY_WARNED, 123456789, &t), 0);
     cr_assert_eq(t.n, 1);
     cr_assert_eq(spool_ticket_state(&t), 0);
     cr_assert_eq(spool_append_done(sp, 7, &t), 0);
@@ -881,6 +881,8 @@ Test(spool, status_and_done_records_are_appended_with_tickets)
     const uint8_t *pl = seg->base + rec[0].off + SPOOL_RECORD_HEADER_SIZE;
     cr_assert_eq(test_u32(pl), 2);
     cr_assert_eq(pl[4], RCPT_DEFERRED);
+    cr_assert_eq(pl[5], SPOOL_RCPT_DELAY_WARNED);
+    cr_assert_eq(pl[6] | pl[7], 0);
     cr_assert_eq(test_u64(pl + 8), 123456789);
     cr_assert_eq(rec[1].type, SPOOL_REC_DONE);
     cr_assert_eq(rec[1].len, 0);

@@ -498,15 +498,15 @@ Test(spool_recovery, recipient_status_last_wins_and_final_states_stick)
     struct spool_segment *s1 = test_attach(sp, 1 << 20);
     struct spool_segment *s2 = test_attach(sp, 1 << 20);
     test_message(sp, 5, 100); /* test_env(5): 3 recipients */
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DEFERRED, 500, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DELIVERED, 0, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 1000, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_FAILED, 0, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_DEFERRED, 50, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 9, RCPT_DELIVERED, 0, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DEFERRED, 0, 500, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DELIVERED, 0, 0, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 0, 1000, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_FAILED, 0, 0, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_DEFERRED, 0, 50, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 9, RCPT_DELIVERED, 0, 0, NULL), 0);
     /* A later segment: its record is newer, whatever the order of adding. */
     s1->tail = s1->size; /* force the next append into s2 */
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 2000, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 0, 2000, NULL), 0);
     cr_assert_eq(s2->dirty_gen, 1);
 
     struct spool_segment *segs[2] = { s2, s1 };
@@ -518,6 +518,32 @@ Test(spool_recovery, recipient_status_last_wins_and_final_states_stick)
     cr_assert_eq(env->rcpts[0].state, RCPT_DELIVERED);
     cr_assert_eq(env->rcpts[1].state, RCPT_DEFERRED);
     cr_assert_eq(env->rcpts[2].state, RCPT_FAILED);
+    cr_assert_eq(r.msgs[0].next_attempt_ms, 2000);
+    spool_recovery_free(&r);
+    spool_free(sp);
+}
+
+/* A delay notice is sent once: the flag survives later records without it,
+ * so a restart does not warn the sender again. */
+Test(spool_recovery, delay_warned_flag_is_sticky_across_later_records)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *s1 = test_attach(sp, 1 << 20);
+    test_message(sp, 5, 100); /* 3 recipients */
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, SPOOL_RCPT_DELAY_WARNED,
+                                          1000, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 0, 3000, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_DEFERRED, 0, 2000, NULL), 0);
+
+    struct spool_segment *segs[1] = { s1 };
+    struct spool_recovery r;
+    cr_assert_eq(test_recover(&r, segs, 1), 0);
+    cr_assert_eq(r.nmsgs, 1);
+    const struct envelope *env = &r.msgs[0].env;
+    cr_assert(!env->rcpts[0].delay_warned);
+    cr_assert(env->rcpts[1].delay_warned);
+    cr_assert(!env->rcpts[2].delay_warned);
+    cr_assert_eq(env->rcpts[1].state, RCPT_DEFERRED);
     cr_assert_eq(r.msgs[0].next_attempt_ms, 2000);
     spool_recovery_free(&r);
     spool_free(sp);
