@@ -361,6 +361,7 @@ conn_drop_pending_env(struct conn *c)
         c->pending_body = NULL;
         c->pending_nbody = 0;
     }
+    spool_holdset_release(&c->pending_holds);
 }
 
 /* Starts the spool message: ENVELOPE record, then our Received: header as
@@ -421,7 +422,7 @@ conn_commit(struct worker *w, struct conn *c, size_t trailing)
     if (stored > body)
         spool_msg_unwrite(c->msg, (size_t)(stored - body));
     int r = spool_msg_commit_extents(c->msg, &c->ticket, &c->pending_body,
-                                     &c->pending_nbody);
+                                     &c->pending_nbody, &c->pending_holds);
     c->msg = NULL;
     c->pending_body_len = body;
     if (r < 0) {
@@ -446,7 +447,7 @@ conn_committed(struct worker *w, struct conn *c, int res)
                  c->smtp.client_text, c->smtp.helo);
         struct queue_msg *m =
             queue_msg_new(c->pending_qid, c->pending_env, c->pending_body_len, c->pending_flags,
-                          c->pending_body, c->pending_nbody);
+                          c->pending_body, c->pending_nbody, &c->pending_holds);
         c->pending_env = xfree(c->pending_env);
         c->pending_body = NULL;
         c->pending_nbody = 0;

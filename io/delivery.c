@@ -387,8 +387,9 @@ delivery_bounce(struct worker *w, struct outconn *oc, struct scheduler_job *job,
     }
     struct spool_extent *ext = NULL;
     uint32_t next = 0;
+    struct spool_holdset holds = { 0 };
     if (rc == 0)
-        rc = spool_msg_commit_extents(sm, ticket, &ext, &next);
+        rc = spool_msg_commit_extents(sm, ticket, &ext, &next, &holds);
     uint64_t len = out.len;
     dsn_output_free(&out);
     if (rc != 0) {
@@ -400,7 +401,7 @@ delivery_bounce(struct worker *w, struct outconn *oc, struct scheduler_job *job,
     smtp_qid_format(qid, bid);
     log_info("%s: sender %s notification: %s", id,
              out_kind_word(rep.rcpts, rep.nrcpt), bid);
-    *bounce = queue_msg_new(qid, &env, len, 0, ext, next);
+    *bounce = queue_msg_new(qid, &env, len, 0, ext, next, &holds);
     return 0;
 }
 
@@ -472,7 +473,8 @@ delivery_record(struct worker *w, struct outconn *oc, struct scheduler_job *job)
         uint8_t flags = r->delay_notice || e->msg->env.rcpts[e->rcpt[i]].delay_warned
                             ? SPOOL_RCPT_DELAY_WARNED : 0;
         int rc = spool_append_rcpt_status(w->spool, e->msg->qid, e->rcpt[i],
-                                          out_rcpt_state(r->outcome), flags, next, &t);
+                                          out_rcpt_state(r->outcome), flags, next,
+                                          &e->msg->holds, &t);
         if (rc < 0) {
             o->ticket_failed = true;
             continue;
@@ -510,8 +512,11 @@ delivery_act(struct worker *w, struct outcome *o, int res)
             if (atomic_fetch_sub(&m->open_rcpts, 1) == 1) {
                 char id[17];
                 smtp_qid_format(m->qid, id);
-                if (spool_append_done(w->spool, m->qid, NULL) == 0)
+                if (spool_append_done(w->spool, m->qid, &m->holds, NULL) == 0)
                     log_info("%s: removed", id);
+                /* Every final status is durable: the COMMIT can be retired
+                 * and, with it, what holds the message's segments. */
+                spool_retire(&m->holds, m->qid);
             }
         }
     }

@@ -340,21 +340,32 @@ main(int argc, char **argv)
     struct recovered_ctx rctx = { .d = &d, .now_ms = worker_unix_ms() };
     retry_params_from_config(&rctx.retry, &cfg);
     retry_rng_seed(&rctx.rng, rctx.now_ms);
+    /* The segments recovery kept are owned by the worker that wrote them
+     * (or, with fewer workers now, by one of the others): it retires
+     * COMMITs in them and removes them once nothing holds them. */
+    for (size_t i = 0; i < rec.nkept; i++)
+        spool_adopt_segment(d.workers[rec.kept[i]->worker % d.nworkers]->spool, rec.kept[i]);
     for (size_t i = 0; i < rec.nmsgs; i++) {
         struct spool_recovered_msg *rm = &rec.msgs[i];
-        if (rm->done)
+        if (rm->done) {
+            /* Finished before the crash: retire its COMMIT, so the DONE
+             * record stops pinning the segments. */
+            spool_retire(&rm->holds, rm->qid);
             continue;
+        }
         /* The queue keeps its own references: recovery's go with it below. */
         struct spool_extent *body = xmemdup(rm->chunks, rm->nchunks * sizeof *body);
         for (uint32_t k = 0; k < rm->nchunks; k++)
             spool_segment_get(body[k].seg);
         struct queue_msg *m =
-            queue_msg_new(rm->qid, &rm->env, rm->body_len, rm->flags, body, rm->nchunks);
+            queue_msg_new(rm->qid, &rm->env, rm->body_len, rm->flags, body, rm->nchunks,
+                          &rm->holds);
         rctx.next_attempt_ms = rm->next_attempt_ms;
         if (queue_msg_split(m, route_recovered, &rctx) == 0) {
             /* Every recipient has its final status, but the crash came
              * before DONE: write it now, or the message stays forever. */
-            spool_append_done(d.workers[0]->spool, rm->qid, NULL);
+            spool_append_done(d.workers[0]->spool, rm->qid, &m->holds, NULL);
+            spool_retire(&m->holds, rm->qid);
             queue_msg_put(m);
             continue;
         }

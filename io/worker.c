@@ -147,6 +147,74 @@ worker_attach_segment(struct worker *w, int fd, uint64_t seq)
     return 0;
 }
 
+/*
+ * Finished segments: once nothing holds a sealed segment (every message
+ * with a record in it is retired), its file is unlinked through the ring,
+ * the directory fsynced, and the spool forgets it. Looked for once a
+ * second, and at once again after a full batch.
+ */
+#define WORKER_REMOVAL_INTERVAL_MS 1000
+
+static void
+worker_remove_segments(struct worker *w)
+{
+    struct seg_removal *rm = &w->removal;
+    if (rm->busy || w->now_ms < rm->next_ms || atomic_load(&w->d->stopping))
+        return;
+    struct spool_segment *segs[SEG_REMOVAL_BATCH];
+    rm->n = spool_removable(w->spool, segs, SEG_REMOVAL_BATCH);
+    rm->next_ms = w->now_ms + (rm->n == SEG_REMOVAL_BATCH ? 0 : WORKER_REMOVAL_INTERVAL_MS);
+    if (rm->n == 0)
+        return;
+    rm->busy = true;
+    rm->inflight = (unsigned)rm->n;
+    for (size_t i = 0; i < rm->n; i++) {
+        struct seg_removal_slot *sl = &rm->slot[i];
+        sl->seg = segs[i];
+        spool_segment_path(sl->path, sizeof sl->path, w->d->cfg->spool_dir, sl->seg->worker,
+                           sl->seg->seq);
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_unlinkat(sqe, AT_FDCWD, sl->path, 0);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_SEG_OPEN, sl));
+    }
+}
+
+/* An unlink completed (OP_SEG_OPEN, its slot) or the directory's fsync
+ * after them (OP_SEG_DIRSYNC). */
+static void
+worker_on_removal(struct worker *w, enum io_op op, void *p, int res)
+{
+    struct seg_removal *rm = &w->removal;
+    if (op == OP_SEG_OPEN) {
+        struct seg_removal_slot *sl = p;
+        sl->res = res == -ENOENT ? 0 : res;
+        if (--rm->inflight > 0)
+            return;
+        struct io_uring_sqe *sqe = worker_sqe(w);
+        io_uring_prep_fsync(sqe, w->seg_dir_fd, 0);
+        io_uring_sqe_set_data64(sqe, ud_pack(OP_SEG_DIRSYNC, rm));
+        return;
+    }
+    for (size_t i = 0; i < rm->n; i++) {
+        struct seg_removal_slot *sl = &rm->slot[i];
+        const char *name = strrchr(sl->path, '/') ? strrchr(sl->path, '/') + 1 : sl->path;
+        int err = sl->res < 0 ? sl->res : res;
+        if (err < 0) {
+            /* Kept, and marked removing so it is not tried again: the next
+             * start removes what is finished. */
+            log_error("worker %u: removing finished spool segment %s: %s", w->id, name,
+                      strerror(-err));
+            continue;
+        }
+        log_debug("spool: removed finished segment %s", name);
+        w->segments_removed++;
+        spool_segment_removed(w->spool, sl->seg);
+        sl->seg = NULL;
+    }
+    rm->n = 0;
+    rm->busy = false;
+}
+
 /* Start-up path: the first segment is made before the loop runs. */
 static int
 worker_create_segment_sync(struct worker *w)
@@ -424,6 +492,7 @@ worker_on_tick(struct worker *w)
         conn_tick(w, c);
     }
     worker_prepare_segment(w);
+    worker_remove_segments(w);
     delivery_tick(w);
     /* While draining too: linger timeouts and deadlines run on the tick, and
      * without it a client that never closes would keep the daemon from
@@ -495,7 +564,10 @@ worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
     case OP_SEG_OPEN:
     case OP_SEG_FALLOC:
     case OP_SEG_DIRSYNC:
-        worker_on_prep(w, op, cqe->res);
+        if (p == &w->prep)
+            worker_on_prep(w, op, cqe->res);
+        else
+            worker_on_removal(w, op, p, cqe->res);
         return;
     case OP_IGNORE:
         return;
@@ -520,8 +592,10 @@ worker_after_batch(struct worker *w)
         c->in_dirty = false;
         conn_flush(w, c);
     }
-    /* Delivery may append status records: before the syncs are submitted. */
+    /* Delivery may append status records, and retirements rewrite COMMITs:
+     * before the syncs are submitted, so one fsync covers them all. */
     delivery_pump(w);
+    spool_retire_pump(w->spool);
     worker_submit_syncs(w);
     /* The spare segment as soon as the current one passes half, not at the
      * next tick: under load the rest of a segment fills in less than a tick,
@@ -577,6 +651,7 @@ worker_main(void *arg)
         /* Outbound connections in a transaction may finish (their outcome
          * is recorded); idle ones were told to QUIT. */
         if (draining && w->nconns == 0 && w->commit_wait == NULL && !w->prep.busy
+            && !w->removal.busy
             && (delivery_drained(w) || worker_mono_ms() >= w->drain_deadline_ms))
             break;
         int r = io_uring_submit_and_wait(&w->ring, 1);
@@ -597,10 +672,11 @@ worker_main(void *arg)
     }
     io_uring_submit(&w->ring);
     log_info("worker %u: %llu messages accepted, %llu fsyncs (%.1f messages per fsync, "
-             "%.2f ms per fsync)",
+             "%.2f ms per fsync), %llu finished segments removed",
              w->id, (unsigned long long)w->accepted_msgs, (unsigned long long)w->fsyncs,
              w->fsyncs ? (double)w->accepted_msgs / (double)w->fsyncs : 0.0,
-             w->fsyncs ? (double)w->fsync_us_total / (double)w->fsyncs / 1000.0 : 0.0);
+             w->fsyncs ? (double)w->fsync_us_total / (double)w->fsyncs / 1000.0 : 0.0,
+             (unsigned long long)w->segments_removed);
     return NULL;
 }
 

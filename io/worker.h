@@ -41,9 +41,9 @@ enum io_op {
     OP_FSYNC,           /* ptr: struct spool_segment */
     OP_TICK,            /* ptr: struct worker */
     OP_WAKE,            /* ptr: struct worker (eventfd read) */
-    OP_SEG_OPEN,        /* ptr: struct seg_prep */
+    OP_SEG_OPEN,        /* ptr: struct seg_prep; or struct seg_removal_slot: an unlink */
     OP_SEG_FALLOC,      /* ptr: struct seg_prep */
-    OP_SEG_DIRSYNC,     /* ptr: struct seg_prep */
+    OP_SEG_DIRSYNC,     /* ptr: struct seg_prep or struct seg_removal */
     OP_IGNORE,          /* completions nobody waits for */
     OP_DNS,             /* ptr: owned by io/dns.c, which dispatches it (dns_on_cqe) */
     OP_OUT,             /* ptr: struct out_op of an outbound connection (delivery.c) */
@@ -110,6 +110,22 @@ struct seg_prep {
     char path[PATH_MAX];        /* read by the in-flight OPENAT */
 };
 
+/* Finished segments being removed: UNLINKAT each, then one FSYNC of the
+ * directory, then the spool forgets them. One batch at a time. */
+#define SEG_REMOVAL_BATCH 8
+struct seg_removal_slot {
+    _Alignas(16) struct spool_segment *seg;
+    int res;                    /* the unlink's result */
+    char path[PATH_MAX];        /* read by the in-flight UNLINKAT */
+};
+struct seg_removal {
+    struct seg_removal_slot slot[SEG_REMOVAL_BATCH];
+    size_t n;
+    unsigned inflight;          /* unlinks not completed */
+    bool busy;
+    uint64_t next_ms;           /* next look for removable segments */
+};
+
 enum conn_phase {
     CONN_OPEN = 0,
     CONN_LINGER,        /* final reply sent, write side shut, draining input */
@@ -148,6 +164,7 @@ struct conn {
     uint64_t pending_qid;
     struct spool_extent *pending_body;  /* body extents of the message in commit */
     uint32_t pending_nbody;
+    struct spool_holdset pending_holds; /* its segments, until queue_msg_new */
     uint32_t pending_flags;
     uint64_t pending_body_len;
     size_t received_len;        /* our Received: header at the body's start */
@@ -180,6 +197,8 @@ struct worker {
     /* spool append side and segment preparation */
     struct spool *spool;
     struct seg_prep prep;
+    struct seg_removal removal;
+    uint64_t segments_removed;
     int seg_dir_fd;             /* "<spool_dir>/seg", fsync'd after creates */
     uint64_t last_qid;
     /* delivery (io/delivery.c) and the cross-worker hand-off */

@@ -13,9 +13,11 @@
 
 struct queue_msg *
 queue_msg_new(uint64_t qid, struct envelope *env, uint64_t body_len, uint32_t body_flags,
-              struct spool_extent *body, uint32_t nbody)
+              struct spool_extent *body, uint32_t nbody, struct spool_holdset *holds)
 {
     struct queue_msg *m = xcalloc(1, sizeof *m);
+    if (holds != NULL)
+        spool_holdset_move(&m->holds, holds);
     m->qid = qid;
     m->env = *env;
     memset(env, 0, sizeof *env);
@@ -44,6 +46,7 @@ queue_msg_put(struct queue_msg *m)
         envelope_free(&m->env);
         if (m->body != NULL)
             spool_extents_release(m->body, m->nbody);
+        spool_holdset_release(&m->holds);
         xfree(m);
     }
 }

@@ -29,6 +29,7 @@ struct queue_msg {
     uint32_t nbody;
     atomic_uint open_rcpts;     /* recipients not yet final (any worker) */
     atomic_uint refs;
+    struct spool_holdset holds; /* its segments; spool_retire'd when finished */
 };
 
 struct queue_entry {
@@ -40,12 +41,13 @@ struct queue_entry {
 };
 
 
-/* Takes ownership of env (moved, not copied) and of body (the array and one
- * segment reference per extent, released with the last put). refs starts
- * at 1. */
+/* Takes ownership of env (moved, not copied), of body (the array and one
+ * segment reference per extent, released with the last put) and of holds
+ * (moved; NULL for none; released by the last put unless retired first).
+ * refs starts at 1. */
 struct queue_msg *queue_msg_new(uint64_t qid, struct envelope *env, uint64_t body_len,
                                 uint32_t body_flags, struct spool_extent *body,
-                                uint32_t nbody);
+                                uint32_t nbody, struct spool_holdset *holds);
 void queue_msg_get(struct queue_msg *m);
 void queue_msg_put(struct queue_msg *m);
 

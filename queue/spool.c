@@ -40,6 +40,14 @@
  * much body fits; otherwise the message rolls to the spare. */
 #define SPOOL_CHUNK_SMALL 4096u
 
+/* A finished message whose COMMIT its segment's owner is to retire. */
+struct spool_retire {
+    struct spool_retire *next;
+    struct spool_holdset holds;
+    uint64_t qid;
+    uint64_t gen;               /* the commit generation holding the rewrite */
+};
+
 struct spool {
     uint32_t worker;
     size_t segment_size;
@@ -52,6 +60,8 @@ struct spool {
     size_t nall, capall;
     struct spool_segment **pending; /* may have sync work */
     size_t npending, cappending;
+    _Atomic(struct spool_retire *) retire_inbox;   /* pushed by any thread */
+    struct spool_retire *retire_wait;   /* rewritten, waiting for their fsync */
 };
 
 /* A sealed chunk of a message still being received. */
@@ -147,8 +157,23 @@ spool_free(struct spool *sp)
 {
     if (sp == NULL)
         return NULL;
-    for (size_t i = 0; i < sp->nall; i++)
+    /* Retirements not made durable: their holds just go (the DONE records
+     * stay on disk for the next start). */
+    struct spool_retire *r = atomic_exchange(&sp->retire_inbox, NULL);
+    while (r != NULL || sp->retire_wait != NULL) {
+        if (r == NULL) {
+            r = sp->retire_wait;
+            sp->retire_wait = NULL;
+        }
+        struct spool_retire *next = r->next;
+        spool_holdset_release(&r->holds);
+        xfree(r);
+        r = next;
+    }
+    for (size_t i = 0; i < sp->nall; i++) {
+        sp->all[i]->owner = NULL;
         spool_segment_put(sp->all[i]);
+    }
     xfree(sp->all);
     xfree(sp->pending);
     xfree(sp);
@@ -193,6 +218,7 @@ spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size
     seg->size = size;
     seg->salt = salt;
     seg->tail = SPOOL_SEGMENT_HEADER_SIZE;
+    seg->owner = sp;
     atomic_init(&seg->refs, 1);
 
     uint8_t *h = base;
@@ -276,6 +302,7 @@ spool_msg_touch(struct spool_msg *m, struct spool_segment *seg)
     if (m->nsegs == SPOOL_TICKET_SEGS)
         return -ENOSPC;
     spool_segment_get(seg);
+    atomic_fetch_add(&seg->holds, 1);   /* a message being received */
     m->segs[m->nsegs++] = seg;
     return 0;
 }
@@ -343,7 +370,7 @@ spool_write_header(struct spool_segment *seg, size_t off, uint8_t type, uint8_t 
 static int
 spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
              uint64_t qid, const void *payload, size_t len,
-             struct spool_segment **segp)
+             struct spool_segment **segp, size_t *offp)
 {
     struct spool_segment *seg;
     size_t off, span;
@@ -360,6 +387,8 @@ spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
     spool_write_header(seg, off, type, flags, span, len, qid, crc32c(0, pl, len));
     if (segp)
         *segp = seg;
+    if (offp)
+        *offp = off;
     return 0;
 }
 
@@ -478,8 +507,10 @@ spool_first_chunk(uint64_t size_hint)
 static void
 spool_msg_free(struct spool_msg *m)
 {
-    for (unsigned i = 0; i < m->nsegs; i++)
+    for (unsigned i = 0; i < m->nsegs; i++) {
+        atomic_fetch_sub(&m->segs[i]->holds, 1);
         spool_segment_put(m->segs[i]);
+    }
     xfree(m->sealed);
     xfree(m);
 }
@@ -561,7 +592,7 @@ spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
     size_t elen = envelope_encoded_size(env);
     uint8_t *enc = xmalloc(elen);
     envelope_encode(env, enc);
-    int rc = spool_append(sp, m, SPOOL_REC_ENVELOPE, 0, qid, enc, elen, NULL);
+    int rc = spool_append(sp, m, SPOOL_REC_ENVELOPE, 0, qid, enc, elen, NULL, NULL);
     xfree(enc);
     if (rc == 0)
         rc = spool_msg_reserve(m);
@@ -646,12 +677,13 @@ spool_msg_length(const struct spool_msg *m)
 int
 spool_msg_commit(struct spool_msg *m, struct spool_ticket *ticket)
 {
-    return spool_msg_commit_extents(m, ticket, NULL, NULL);
+    return spool_msg_commit_extents(m, ticket, NULL, NULL, NULL);
 }
 
 int
 spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
-                         struct spool_extent **extents, uint32_t *nextents)
+                         struct spool_extent **extents, uint32_t *nextents,
+                         struct spool_holdset *holds)
 {
     struct spool *sp = m->sp;
     uint8_t pl[16];
@@ -669,7 +701,9 @@ spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
     le_put_u64(pl, m->length);
     le_put_u32(pl + 8, m->nchunks);
     le_put_u32(pl + 12, m->flags);
-    rc = spool_append(sp, m, SPOOL_REC_COMMIT, m->flags, m->qid, pl, sizeof pl, NULL);
+    struct spool_segment *cseg;
+    size_t coff;
+    rc = spool_append(sp, m, SPOOL_REC_COMMIT, m->flags, m->qid, pl, sizeof pl, &cseg, &coff);
     if (rc < 0) {
         spool_msg_abort(m);
         return rc;
@@ -677,9 +711,14 @@ spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
     for (unsigned i = 0; i < m->nsegs; i++) {
         ticket->seg[i] = m->segs[i];
         ticket->gen[i] = spool_dirty(sp, m->segs[i]);
-        m->segs[i]->live_msgs++;
+        if (holds != NULL)
+            spool_holdset_add(holds, m->segs[i]);
     }
     ticket->n = m->nsegs;
+    if (holds != NULL) {
+        holds->commit_seg = cseg;
+        holds->commit_off = (uint32_t)coff;
+    }
     if (extents != NULL) {
         /* Same form as recovery's: body octets only, chunk prefix skipped;
          * zero-length chunks (emptied by unwrite) are left out. */
@@ -727,7 +766,7 @@ spool_msg_abort(struct spool_msg *m)
         m->has_chunk = false;
     }
     /* Best effort: without it the qid has no COMMIT and is dropped anyway. */
-    (void)spool_append(sp, NULL, SPOOL_REC_ABORT, 0, m->qid, NULL, 0, NULL);
+    (void)spool_append(sp, NULL, SPOOL_REC_ABORT, 0, m->qid, NULL, 0, NULL, NULL);
     spool_msg_free(m);
 }
 
@@ -735,14 +774,16 @@ spool_msg_abort(struct spool_msg *m)
 
 static int
 spool_append_ticketed(struct spool *sp, uint8_t type, uint64_t qid, const void *pl,
-                      size_t len, struct spool_ticket *t)
+                      size_t len, struct spool_holdset *hs, struct spool_ticket *t)
 {
     struct spool_segment *seg;
     if (t)
         t->n = 0;
-    int rc = spool_append(sp, NULL, type, 0, qid, pl, len, &seg);
+    int rc = spool_append(sp, NULL, type, 0, qid, pl, len, &seg, NULL);
     if (rc < 0)
         return rc;
+    if (hs != NULL)
+        spool_holdset_add(hs, seg);   /* a restart needs this record */
     uint64_t gen = spool_dirty(sp, seg);
     if (t) {
         t->n = 1;
@@ -755,7 +796,7 @@ spool_append_ticketed(struct spool *sp, uint8_t type, uint64_t qid, const void *
 int
 spool_append_rcpt_status(struct spool *sp, uint64_t qid, uint32_t rcpt_index,
                          uint8_t state, uint8_t flags, uint64_t next_attempt_ms,
-                         struct spool_ticket *t)
+                         struct spool_holdset *hs, struct spool_ticket *t)
 {
     uint8_t pl[16];
     le_put_u32(pl, rcpt_index);
@@ -763,17 +804,177 @@ spool_append_rcpt_status(struct spool *sp, uint64_t qid, uint32_t rcpt_index,
     pl[5] = flags;
     pl[6] = pl[7] = 0;
     le_put_u64(pl + 8, next_attempt_ms);
-    return spool_append_ticketed(sp, SPOOL_REC_RCPT_STATUS, qid, pl, sizeof pl, t);
+    return spool_append_ticketed(sp, SPOOL_REC_RCPT_STATUS, qid, pl, sizeof pl, hs, t);
 }
 
 int
-spool_append_done(struct spool *sp, uint64_t qid, struct spool_ticket *t)
+spool_append_done(struct spool *sp, uint64_t qid, struct spool_holdset *hs,
+                  struct spool_ticket *t)
 {
-    return spool_append_ticketed(sp, SPOOL_REC_DONE, qid, NULL, 0, t);
+    return spool_append_ticketed(sp, SPOOL_REC_DONE, qid, NULL, 0, hs, t);
 }
 
 int
 spool_append_abort(struct spool *sp, uint64_t qid, struct spool_ticket *t)
 {
-    return spool_append_ticketed(sp, SPOOL_REC_ABORT, qid, NULL, 0, t);
+    return spool_append_ticketed(sp, SPOOL_REC_ABORT, qid, NULL, 0, NULL, t);
+}
+
+/* --- holds, retirement, removal --- */
+
+void
+spool_holdset_add(struct spool_holdset *hs, struct spool_segment *seg)
+{
+    struct spool_hold *head = atomic_load(&hs->head);
+    for (struct spool_hold *h = head; h != NULL; h = h->next)
+        if (h->seg == seg)
+            return;
+    /* Pushed by any thread; nodes are never unlinked while others may
+     * push, so a racing duplicate is only a second hold. */
+    struct spool_hold *n = xmalloc(sizeof *n);
+    n->seg = seg;
+    spool_segment_get(seg);
+    atomic_fetch_add(&seg->holds, 1);
+    n->next = head;
+    while (!atomic_compare_exchange_weak(&hs->head, &n->next, n))
+        ;
+}
+
+void
+spool_holdset_release(struct spool_holdset *hs)
+{
+    struct spool_hold *h = atomic_exchange(&hs->head, NULL);
+    while (h != NULL) {
+        struct spool_hold *next = h->next;
+        atomic_fetch_sub(&h->seg->holds, 1);
+        spool_segment_put(h->seg);
+        xfree(h);
+        h = next;
+    }
+    hs->commit_seg = NULL;
+    hs->commit_off = 0;
+}
+
+void
+spool_holdset_move(struct spool_holdset *dst, struct spool_holdset *src)
+{
+    atomic_store(&dst->head, atomic_exchange(&src->head, NULL));
+    dst->commit_seg = src->commit_seg;
+    dst->commit_off = src->commit_off;
+    src->commit_seg = NULL;
+    src->commit_off = 0;
+}
+
+void
+spool_retire(struct spool_holdset *hs, uint64_t qid)
+{
+    struct spool_segment *seg = hs->commit_seg;
+    struct spool *owner = seg != NULL ? seg->owner : NULL;
+    if (owner == NULL) {
+        spool_holdset_release(hs);
+        return;
+    }
+    struct spool_retire *r = xcalloc(1, sizeof *r);
+    spool_holdset_move(&r->holds, hs);
+    r->qid = qid;
+    r->next = atomic_load(&owner->retire_inbox);
+    while (!atomic_compare_exchange_weak(&owner->retire_inbox, &r->next, r))
+        ;
+}
+
+/* COMMIT -> RETIRED in place: one record header, its CRC recomputed. A torn
+ * write leaves a bad header, which recovery treats as damage: the message
+ * is then not delivered, which is right for a finished one. */
+static bool
+spool_retire_write(struct spool_segment *seg, uint32_t off, uint64_t qid)
+{
+    if ((size_t)off + SPOOL_RECORD_HEADER_SIZE > seg->size)
+        return false;
+    uint8_t h[SPOOL_RECORD_HEADER_SIZE];
+    memcpy(h, seg->base + off, sizeof h);
+    if (le_get_u32(h) != SPOOL_RECORD_MAGIC || h[4] != SPOOL_REC_COMMIT
+        || le_get_u64(h + 16) != qid)
+        return false;
+    h[4] = SPOOL_REC_RETIRED;
+    le_put_u32(h + 28, spool_record_header_crc(seg->salt, h));
+    memcpy(seg->base + off, h, sizeof h);
+    return true;
+}
+
+void
+spool_retire_pump(struct spool *sp)
+{
+    struct spool_retire *in = NULL;
+    if (atomic_load_explicit(&sp->retire_inbox, memory_order_relaxed) != NULL)
+        in = atomic_exchange(&sp->retire_inbox, NULL);
+    while (in != NULL) {
+        struct spool_retire *r = in;
+        in = r->next;
+        struct spool_segment *seg = r->holds.commit_seg;
+        if (seg->failed || !spool_retire_write(seg, r->holds.commit_off, r->qid)) {
+            /* Not rewritten: its DONE record (and so every segment the
+             * message touched) must stay until a restart sorts it out. */
+            r->gen = UINT64_MAX;
+        } else {
+            r->gen = spool_dirty(sp, seg);
+        }
+        r->next = sp->retire_wait;
+        sp->retire_wait = r;
+    }
+    struct spool_retire **pp = &sp->retire_wait;
+    while (*pp != NULL) {
+        struct spool_retire *r = *pp;
+        if (r->holds.commit_seg->sync_gen < r->gen) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        spool_holdset_release(&r->holds);
+        xfree(r);
+    }
+}
+
+size_t
+spool_removable(struct spool *sp, struct spool_segment **segs, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sp->nall && n < max; i++) {
+        struct spool_segment *seg = sp->all[i];
+        if (seg == sp->cur || seg == sp->spare || !seg->sealed || seg->failed
+            || seg->removing || seg->sync_inflight_gen != 0
+            || atomic_load(&seg->holds) != 0)
+            continue;
+        seg->removing = true;
+        segs[n++] = seg;
+    }
+    return n;
+}
+
+void
+spool_segment_removed(struct spool *sp, struct spool_segment *seg)
+{
+    for (size_t i = 0; i < sp->nall; i++) {
+        if (sp->all[i] != seg)
+            continue;
+        sp->all[i] = sp->all[--sp->nall];
+        for (size_t k = 0; k < sp->npending; k++)
+            if (sp->pending[k] == seg)
+                sp->pending[k--] = sp->pending[--sp->npending];
+        seg->owner = NULL;
+        spool_segment_put(seg);
+        return;
+    }
+}
+
+void
+spool_adopt_segment(struct spool *sp, struct spool_segment *seg)
+{
+    spool_segment_get(seg);
+    seg->sealed = true;
+    seg->owner = sp;
+    if (sp->nall == sp->capall) {
+        sp->capall = sp->capall ? sp->capall * 2 : 8;
+        sp->all = xrealloc(sp->all, sp->capall * sizeof *sp->all);
+    }
+    sp->all[sp->nall++] = seg;
 }

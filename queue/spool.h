@@ -79,6 +79,8 @@ enum spool_record_type {
     SPOOL_REC_RCPT_STATUS = 5, /* per-recipient outcome (delivery) */
     SPOOL_REC_DONE = 6,        /* message finished: all recipients final */
     SPOOL_REC_ABORT = 7,       /* reception abandoned; ignore the qid */
+    SPOOL_REC_RETIRED = 8,     /* a COMMIT rewritten in place: the message is
+                                  finished, its records are dead */
 };
 
 enum { SPOOL_BODY_RAW = 1 }; /* chunk holds BDAT octets, not dot-stuffed DATA */
@@ -105,7 +107,11 @@ struct spool_segment {
     uint64_t sync_inflight_gen; /* generation an in-flight fsync covers, or 0 */
     bool failed;                /* fsync failed: never claim these bytes */
     bool sealed;                /* no more appends */
-    uint32_t live_msgs;         /* committed, not yet DONE */
+    bool removing;              /* the file is being unlinked (owner only) */
+    struct spool *owner;        /* whose append side fsyncs and removes it; NULL:
+                                   nobody's (tests, segments recovery removes) */
+    atomic_uint holds;          /* messages (and messages being received) with
+                                   records here that a restart still needs */
 };
 
 /* Where a message's bytes are: a list of chunk extents, in order. */
@@ -129,6 +135,52 @@ struct spool_ticket {
 };
 
 struct spool;
+
+/*
+ * Holds: why a segment file must stay. A message holds every segment with a
+ * record of it that a restart would need (content, recipient status, DONE),
+ * from the moment the record is placed until the message is finished and
+ * its COMMIT has been retired durably; then a restart cannot bring it back
+ * whatever else is removed. A sealed segment with no holds is removed by
+ * its owner (spool_removable). The set is push-only and lock-free: workers
+ * delivering different domains of one message add to it concurrently.
+ */
+struct spool_hold {
+    struct spool_segment *seg;  /* one hold and one reference */
+    struct spool_hold *next;
+};
+struct spool_holdset {
+    _Atomic(struct spool_hold *) head;
+    struct spool_segment *commit_seg;   /* where its COMMIT is (also in the set) */
+    uint32_t commit_off;                /* record offset of the COMMIT */
+};
+/* Adds a hold on seg unless the set has one (any thread). */
+void spool_holdset_add(struct spool_holdset *hs, struct spool_segment *seg);
+/* Drops every hold of the set and empties it. */
+void spool_holdset_release(struct spool_holdset *hs);
+/* Moves src's holds into *dst (which must be empty); src is left empty. */
+void spool_holdset_move(struct spool_holdset *dst, struct spool_holdset *src);
+/*
+ * The message qid is finished: every recipient's final status is durable.
+ * Takes hs (left empty): the owner of hs->commit_seg rewrites the COMMIT as
+ * RETIRED (spool_retire_pump) and, once that is durable, drops the holds.
+ * Any thread. Without a commit segment or an owner, the holds go at once.
+ */
+void spool_retire(struct spool_holdset *hs, uint64_t qid);
+/* Owner thread: writes the retirements pushed to this spool, and releases
+ * those made durable. Call before spool_sync_wanted (the writes ride the
+ * same fsync as the commits). */
+void spool_retire_pump(struct spool *sp);
+/* Owner thread: sealed segments of this spool that nothing holds (not the
+ * current or spare, not failed, no fsync in flight), up to max; each is
+ * marked removing. io/ unlinks them, fsyncs the directory, then calls
+ * spool_segment_removed. */
+size_t spool_removable(struct spool *sp, struct spool_segment **segs, size_t max);
+/* The segment's file is gone: the spool forgets it (and puts its reference). */
+void spool_segment_removed(struct spool *sp, struct spool_segment *seg);
+/* A segment recovery kept joins this spool, sealed: it is fsynced (for
+ * retirements) and removed here once nothing holds it. Takes a reference. */
+void spool_adopt_segment(struct spool *sp, struct spool_segment *seg);
 
 /* One worker's append side. segment_size is the size of new segments.
  * spool_free puts the spool's reference on every segment it attached;
@@ -205,9 +257,12 @@ int spool_msg_commit(struct spool_msg *m, struct spool_ticket *ticket);
  * order; body octets only, the chunk prefix skipped) is allocated for the
  * caller, and each extent holds a reference on its segment; release both
  * with spool_extents_release. Extents of an unacknowledged commit (fsync
- * failed) must not be read for delivery. */
+ * failed) must not be read for delivery. *holds (empty on entry) receives
+ * the message's holds on every segment it touched and its COMMIT's place;
+ * NULL drops them (tests). */
 int spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
-                             struct spool_extent **extents, uint32_t *nextents);
+                             struct spool_extent **extents, uint32_t *nextents,
+                             struct spool_holdset *holds);
 void spool_extents_release(struct spool_extent *e, uint32_t n);
 /* Abandons the message (client gone, message rejected). Frees m. */
 void spool_msg_abort(struct spool_msg *m);
@@ -240,8 +295,9 @@ enum {
 };
 int spool_append_rcpt_status(struct spool *sp, uint64_t qid, uint32_t rcpt_index,
                              uint8_t state, uint8_t flags, uint64_t next_attempt_ms,
-                             struct spool_ticket *t);
-int spool_append_done(struct spool *sp, uint64_t qid, struct spool_ticket *t);
+                             struct spool_holdset *hs, struct spool_ticket *t);
+int spool_append_done(struct spool *sp, uint64_t qid, struct spool_holdset *hs,
+                      struct spool_ticket *t);
 /* ABORT for a qid whose spool_msg is gone, e.g. its commit's fsync failed
  * and the client got 451: if those bytes surface after all, recovery still
  * drops the message. Best effort, like every ABORT. */
@@ -257,6 +313,8 @@ struct spool_recovered_msg {
     struct spool_extent *chunks;
     uint32_t nchunks;
     bool done;                  /* a DONE record was found */
+    struct spool_holdset holds; /* on every segment with a record of it that
+                                   is kept; move it out to keep the message */
     uint64_t next_attempt_ms;   /* earliest next_attempt_ms of the recipients
                                    left DEFERRED, 0 if none */
 };
@@ -278,12 +336,15 @@ struct spool_recovery {
     uint64_t max_qid;              /* highest qid seen, committed or not */
     uint64_t next_segment_seq;     /* one past the highest segment seq seen */
     /* Segments (non-NULL ones passed to add_segment) that hold nothing a
-     * later recovery needs: every qid in them is done, aborted, damaged or
+     * later recovery needs: every qid in them is done, retired, aborted, damaged or
      * uncommitted, and no DONE/ABORT in them cancels a message whose bytes
      * lie in a segment that is kept. Damage in them must be quarantined
      * before they are removed. Filled by finish. */
     struct spool_segment **deletable;
     size_t ndeletable;
+    /* The others: they stay, and io/ gives each to a worker to own. */
+    struct spool_segment **kept;
+    size_t nkept;
     void *priv;                    /* working state between add and finish */
 };
 

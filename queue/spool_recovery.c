@@ -77,7 +77,7 @@ struct rec_segref {
 
 struct rec_msg {
     uint64_t qid;
-    bool has_env, has_commit, has_content, done, aborted, damaged;
+    bool has_env, has_commit, has_content, done, aborted, damaged, retired;
     struct rec_loc env, commit;
     uint32_t env_len;
     uint64_t body_len;
@@ -258,7 +258,7 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
         m->has_content = true; /* in flight at the crash: skipped by span */
         return;
     }
-    if (type == SPOOL_REC_NONE || type > SPOOL_REC_ABORT)
+    if (type == SPOOL_REC_NONE || type > SPOOL_REC_RETIRED)
         return; /* unknown (newer) type: skipped by span */
 
     if (le_get_u32(h + 24) != crc32c(0, pl, len)) {
@@ -320,6 +320,11 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
         break;
     case SPOOL_REC_ABORT:
         m->aborted = true;
+        break;
+    case SPOOL_REC_RETIRED:
+        /* The finished message's COMMIT, rewritten: nothing of it lives. */
+        m->has_content = true;
+        m->retired = true;
         break;
     default:
         break;
@@ -560,6 +565,11 @@ spool_recovery_build(struct spool_recovery *r, struct rec_msg *m,
         };
     }
     spool_recovery_apply_status(m, out);
+    for (uint32_t k = 0; k < m->nsegs; k++)
+        if (pv->segs[m->segs[k].seg].seg != NULL)
+            spool_holdset_add(&out->holds, pv->segs[m->segs[k].seg].seg);
+    out->holds.commit_seg = pv->segs[m->commit.seg].seg;
+    out->holds.commit_off = m->commit.off;
     return true;
 }
 
@@ -584,6 +594,8 @@ spool_recovery_deletable(struct spool_recovery *r, const bool *live)
         changed = false;
         for (size_t i = 0; i < pv->nmsgs; i++) {
             struct rec_msg *m = &pv->msgs[i];
+            if (m->retired)
+                continue;   /* its COMMIT is gone: no DONE needed to cancel it */
             bool content_kept = false;
             for (uint32_t k = 0; k < m->nsegs; k++)
                 if ((m->segs[k].kinds & REC_KIND_CONTENT) && !ok[m->segs[k].seg])
@@ -599,8 +611,13 @@ spool_recovery_deletable(struct spool_recovery *r, const bool *live)
         }
     }
     for (size_t s = 0; s < pv->nsegs; s++) {
-        if (!ok[s])
+        if (pv->segs[s].seg == NULL)
             continue;
+        if (!ok[s]) {
+            r->kept = xrealloc(r->kept, (r->nkept + 1) * sizeof *r->kept);
+            r->kept[r->nkept++] = pv->segs[s].seg;
+            continue;
+        }
         r->deletable = xrealloc(r->deletable, (r->ndeletable + 1) * sizeof *r->deletable);
         r->deletable[r->ndeletable++] = pv->segs[s].seg;
     }
@@ -618,7 +635,7 @@ spool_recovery_finish(struct spool_recovery *r)
 
     for (size_t i = 0; i < pv->nmsgs; i++) {
         struct rec_msg *m = &pv->msgs[i];
-        if (m->aborted)
+        if (m->aborted || m->retired)
             continue;
         if (!m->has_commit) {
             if (m->has_content)
@@ -672,9 +689,11 @@ spool_recovery_free(struct spool_recovery *r)
     for (size_t i = 0; i < r->nmsgs; i++) {
         envelope_free(&r->msgs[i].env);
         xfree(r->msgs[i].chunks);
+        spool_holdset_release(&r->msgs[i].holds);
     }
     xfree(r->msgs);
     xfree(r->damage);
     xfree(r->deletable);
+    xfree(r->kept);
     memset(r, 0, sizeof *r);
 }

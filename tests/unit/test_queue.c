@@ -35,7 +35,7 @@ Test(queue, split_groups_recipients_by_case_insensitive_domain)
 {
     const char *r[] = { "x@One.Example", "y@two.example", "z@one.example.", "postmaster" };
     struct envelope env = make_env(r, 4);
-    struct queue_msg *m = queue_msg_new(42, &env, 100, 0, NULL, 0);
+    struct queue_msg *m = queue_msg_new(42, &env, 100, 0, NULL, 0, NULL);
     struct collected c = { .n = 0 };
     cr_assert_eq(queue_msg_split(m, collect, &c), 3);
     cr_assert_str_eq(c.e[0]->domain, "one.example");
@@ -57,7 +57,7 @@ Test(queue, split_skips_recipients_already_final)
     struct envelope env = make_env(r, 3);
     env.rcpts[0].state = RCPT_DELIVERED;
     env.rcpts[1].state = RCPT_FAILED;
-    struct queue_msg *m = queue_msg_new(7, &env, 10, 0, NULL, 0);
+    struct queue_msg *m = queue_msg_new(7, &env, 10, 0, NULL, 0, NULL);
     struct collected c = { .n = 0 };
     cr_assert_eq(queue_msg_split(m, collect, &c), 1);
     cr_assert_str_eq(c.e[0]->domain, "b.example");

@@ -41,7 +41,7 @@ entry(uint64_t qid, const char *domain, uint32_t n, uint64_t arrival_ms)
         snprintf(a, sizeof a, "r%u@%s", i, domain);
         env.rcpts[i].addr = xstrdup(a);
     }
-    struct queue_msg *m = queue_msg_new(qid, &env, 10, 0, NULL, 0);
+    struct queue_msg *m = queue_msg_new(qid, &env, 10, 0, NULL, 0, NULL);
     struct queue_entry *out = NULL;
     queue_msg_split(m, take_entry, &out);
     queue_msg_put(m);

@@ -476,7 +476,7 @@ Test(spool_recovery, done_messages_come_back_marked_done)
     struct spool_segment *seg = test_attach(sp, 4 << 20);
     test_message(sp, 1, 3000);
     test_message(sp, 2, 3000);
-    cr_assert_eq(spool_append_done(sp, 1, NULL), 0);
+    cr_assert_eq(spool_append_done(sp, 1, NULL, NULL), 0);
     struct spool_recovery r;
     cr_assert_eq(test_recover(&r, &seg, 1), 0);
     cr_assert_eq(r.nmsgs, 2);
@@ -485,7 +485,7 @@ Test(spool_recovery, done_messages_come_back_marked_done)
     cr_assert_not(test_deletable(&r, seg));
     spool_recovery_free(&r);
 
-    cr_assert_eq(spool_append_done(sp, 2, NULL), 0);
+    cr_assert_eq(spool_append_done(sp, 2, NULL, NULL), 0);
     cr_assert_eq(test_recover(&r, &seg, 1), 0);
     cr_assert(test_deletable(&r, seg));
     spool_recovery_free(&r);
@@ -498,15 +498,15 @@ Test(spool_recovery, recipient_status_last_wins_and_final_states_stick)
     struct spool_segment *s1 = test_attach(sp, 1 << 20);
     struct spool_segment *s2 = test_attach(sp, 1 << 20);
     test_message(sp, 5, 100); /* test_env(5): 3 recipients */
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DEFERRED, 0, 500, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DELIVERED, 0, 0, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 0, 1000, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_FAILED, 0, 0, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_DEFERRED, 0, 50, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 9, RCPT_DELIVERED, 0, 0, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DEFERRED, 0, 500, NULL, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DELIVERED, 0, 0, NULL, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 0, 1000, NULL, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_FAILED, 0, 0, NULL, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_DEFERRED, 0, 50, NULL, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 9, RCPT_DELIVERED, 0, 0, NULL, NULL), 0);
     /* A later segment: its record is newer, whatever the order of adding. */
     s1->tail = s1->size; /* force the next append into s2 */
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 0, 2000, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 0, 2000, NULL, NULL), 0);
     cr_assert_eq(s2->dirty_gen, 1);
 
     struct spool_segment *segs[2] = { s2, s1 };
@@ -531,9 +531,9 @@ Test(spool_recovery, delay_warned_flag_is_sticky_across_later_records)
     struct spool_segment *s1 = test_attach(sp, 1 << 20);
     test_message(sp, 5, 100); /* 3 recipients */
     cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, SPOOL_RCPT_DELAY_WARNED,
-                                          1000, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 0, 3000, NULL), 0);
-    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_DEFERRED, 0, 2000, NULL), 0);
+                                          1000, NULL, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 1, RCPT_DEFERRED, 0, 3000, NULL, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 2, RCPT_DEFERRED, 0, 2000, NULL, NULL), 0);
 
     struct spool_segment *segs[1] = { s1 };
     struct spool_recovery r;
@@ -626,7 +626,7 @@ Test(spool_recovery, max_qid_counts_every_qid_seen)
     struct spool_msg *m;
     cr_assert_eq(spool_msg_begin(sp, 900, &e, 0, false, &m), 0);
     spool_msg_abort(m);
-    cr_assert_eq(spool_append_done(sp, 700, NULL), 0);
+    cr_assert_eq(spool_append_done(sp, 700, NULL, NULL), 0);
     struct spool_recovery r;
     cr_assert_eq(test_recover(&r, &seg, 1), 0);
     cr_assert_eq(r.max_qid, 900);
@@ -657,7 +657,7 @@ Test(spool_recovery, done_record_is_kept_while_its_message_bytes_are_kept)
     test_message(sp, 2, 100);  /* live: keeps s1 */
     s1->tail = s1->size;       /* what follows goes to s2 */
     struct spool_segment *s2 = test_attach(sp, size);
-    cr_assert_eq(spool_append_done(sp, 1, NULL), 0);
+    cr_assert_eq(spool_append_done(sp, 1, NULL, NULL), 0);
     struct spool_segment *segs[2] = { s1, s2 };
     struct spool_recovery r;
     cr_assert_eq(test_recover(&r, segs, 2), 0);
@@ -667,7 +667,7 @@ Test(spool_recovery, done_record_is_kept_while_its_message_bytes_are_kept)
     spool_recovery_free(&r);
 
     /* Once message 2 is done too, both can go. */
-    cr_assert_eq(spool_append_done(sp, 2, NULL), 0);
+    cr_assert_eq(spool_append_done(sp, 2, NULL, NULL), 0);
     cr_assert_eq(test_recover(&r, segs, 2), 0);
     cr_assert(test_deletable(&r, s1));
     cr_assert(test_deletable(&r, s2));
@@ -684,7 +684,7 @@ Test(spool_recovery, segment_with_only_finished_content_is_deletable)
     s1->tail = s1->size;
     struct spool_segment *s2 = test_attach(sp, size);
     test_message(sp, 2, 100);          /* live, in s2 */
-    cr_assert_eq(spool_append_done(sp, 1, NULL), 0); /* DONE for s1's message, in s2 */
+    cr_assert_eq(spool_append_done(sp, 1, NULL, NULL), 0); /* DONE for s1's message, in s2 */
     struct spool_segment *segs[2] = { s1, s2 };
     struct spool_recovery r;
     cr_assert_eq(test_recover(&r, segs, 2), 0);
@@ -706,7 +706,150 @@ Test(spool_recovery, recovery_holds_segment_references_until_free)
     spool_free(sp); /* the spool's reference */
     /* The mapping is still there for the extents. */
     test_check(&r.msgs[0], NULL, 100);
-    cr_assert_eq(atomic_load(&seg->refs), 1);
+    /* Recovery's reference, and the recovered message's hold on it. */
+    cr_assert_eq(atomic_load(&seg->refs), 2);
+    cr_assert_eq(atomic_load(&seg->holds), 1);
+    cr_assert_eq(r.msgs[0].holds.commit_seg, seg);
     spool_recovery_free(&r);
     (void)unmaps;
+}
+
+/* A message held by a holdset: like test_message, but the holds are kept. */
+static void
+test_held_message(struct spool *sp, uint64_t qid, size_t n, struct spool_holdset *hs)
+{
+    struct envelope env = test_env((unsigned)qid);
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, qid, &env, 0, false, &m), 0);
+    cr_assert_eq(test_write_body(m, n, qid, 1500), 0);
+    struct spool_ticket t;
+    struct spool_extent *ext;
+    uint32_t next;
+    cr_assert_eq(spool_msg_commit_extents(m, &t, &ext, &next, hs), 0);
+    spool_extents_release(ext, next);
+}
+
+static size_t
+test_removable(struct spool *sp, struct spool_segment **out, size_t max)
+{
+    size_t n = spool_removable(sp, out, max);
+    for (size_t i = 0; i < n; i++)
+        out[i]->removing = false;   /* only looking */
+    return n;
+}
+
+/*
+ * The life of a segment: a message holds the segments with its records
+ * (content in s1, a status in s2, DONE in s3); nothing is removable while
+ * it lives; once finished and retired, the COMMIT in s1 is rewritten as
+ * RETIRED and, after the fsync that covers it, s1 and s2 are removable (s3
+ * is current). Recovery of s1 alone then brings nothing back.
+ */
+Test(spool_recovery, retired_message_releases_its_segments_after_the_fsync)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *s1 = test_attach(sp, 1 << 20);
+    struct spool_segment *s2 = test_attach(sp, 1 << 20);
+    struct spool_holdset hs = { 0 };
+    test_held_message(sp, 5, 3000, &hs);
+    cr_assert_eq(hs.commit_seg, s1);
+    cr_assert_eq(atomic_load(&s1->holds), 1);
+    test_message(sp, 6, 100);               /* unheld: 6 is "finished" */
+
+    s1->tail = s1->size;                    /* next appends go to s2 */
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DELIVERED, 0, 0, &hs, NULL), 0);
+    cr_assert_eq(atomic_load(&s2->holds), 1);
+    struct spool_segment *s3 = test_attach(sp, 1 << 20);   /* the spare */
+    s2->tail = s2->size;
+    cr_assert_eq(spool_append_done(sp, 5, &hs, NULL), 0);
+    cr_assert_eq(atomic_load(&s3->holds), 1);
+
+    struct spool_segment *out[4];
+    cr_assert_eq(test_removable(sp, out, 4), 0, "held or current");
+
+    spool_retire(&hs, 5);
+    cr_assert_null(atomic_load(&hs.head));
+    cr_assert_eq(atomic_load(&s1->holds), 1, "held until the rewrite is durable");
+    spool_retire_pump(sp);
+    struct spool_segment *want[4];
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 3);   /* s1 (rewrite), s2, s3 */
+    cr_assert_eq(atomic_load(&s1->holds), 1);
+    for (int i = 0; i < 3; i++) {
+        spool_sync_started(want[i]);
+        spool_sync_done(sp, want[i], 0);
+    }
+    spool_retire_pump(sp);
+    cr_assert_eq(atomic_load(&s1->holds), 0);
+    cr_assert_eq(atomic_load(&s2->holds), 0);
+    cr_assert_eq(atomic_load(&s3->holds), 0);
+    size_t n = test_removable(sp, out, 4);
+    cr_assert_eq(n, 2);
+    cr_assert((out[0] == s1 && out[1] == s2) || (out[0] == s2 && out[1] == s1));
+
+    /* s1 alone (as if s2 and s3 were gone): 5 is retired, 6 has no DONE. */
+    struct spool_recovery r;
+    cr_assert_eq(test_recover(&r, &s1, 1), 0);
+    cr_assert_eq(r.nmsgs, 1);
+    cr_assert_eq(r.msgs[0].qid, 6);
+    cr_assert_eq(r.dropped_uncommitted, 0, "a retired message is not an uncommitted one");
+    spool_recovery_free(&r);
+
+    /* Removal: the spool forgets it; a second look does not offer it. */
+    cr_assert_eq(spool_removable(sp, out, 4), 2);
+    spool_segment_removed(sp, out[0]);
+    spool_segment_removed(sp, out[1]);
+    cr_assert_eq(spool_removable(sp, out, 4), 0);
+    spool_free(sp);
+}
+
+/* Holds of a message being received: a segment sealed under a message in
+ * progress is not removable until the message is committed or aborted. */
+Test(spool_recovery, message_being_received_holds_its_segments)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *s1 = test_attach(sp, 1 << 20);
+    struct envelope env = test_env(9);
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 9, &env, 0, false, &m), 0);
+    test_attach(sp, 1 << 20);
+    s1->tail = s1->size;   /* the body rolls to s2: s1 is sealed */
+    cr_assert_eq(test_write_body(m, 200000, 9, 1500), 0);   /* rolls to s2 */
+    struct spool_segment *out[4];
+    cr_assert_eq(test_removable(sp, out, 4), 0);
+    spool_msg_abort(m);
+    cr_assert_eq(atomic_load(&s1->holds), 0);
+    cr_assert_eq(test_removable(sp, out, 4), 1);
+    cr_assert_eq(out[0], s1);
+    spool_free(sp);
+}
+
+/* A finished message whose DONE lies in another segment: once its COMMIT
+ * is retired, recovery no longer keeps that segment for it. */
+Test(spool_recovery, retired_commit_frees_the_done_segment_at_recovery)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *s1 = test_attach(sp, 1 << 20);
+    struct spool_segment *s2 = test_attach(sp, 1 << 20);
+    struct spool_holdset hs = { 0 };
+    test_held_message(sp, 1, 100, &hs);     /* finished, retired below */
+    test_message(sp, 2, 100);               /* live: keeps s1 */
+    s1->tail = s1->size;
+    cr_assert_eq(spool_append_done(sp, 1, &hs, NULL), 0);
+    struct spool_segment *segs[2] = { s1, s2 };
+    struct spool_recovery r;
+    cr_assert_eq(test_recover(&r, segs, 2), 0);
+    cr_assert_not(test_deletable(&r, s2), "its DONE cancels a message in a kept segment");
+    spool_recovery_free(&r);
+
+    spool_retire(&hs, 1);
+    spool_retire_pump(sp);
+    cr_assert_eq(test_recover(&r, segs, 2), 0);
+    cr_assert(test_deletable(&r, s2));
+    cr_assert_not(test_deletable(&r, s1));
+    cr_assert_eq(r.nkept, 1);
+    cr_assert_eq(r.kept[0], s1);
+    cr_assert_eq(r.nmsgs, 1);
+    cr_assert_eq(r.msgs[0].qid, 2);
+    spool_recovery_free(&r);
+    spool_free(sp);
 }
