@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import smtplib
 import signal
 import socket
 import subprocess
@@ -639,6 +640,43 @@ class CaptureTests(DaemonTest):
         bad = [l for l in deliveries(d) if l[1] == "bad@dest.test"][0]
         self.assertEqual(bad[0], q1)
         self.assertIn("550", bad[6])
+
+    def test_finished_segments_are_removed_and_never_come_back(self):
+        # 1 MiB segments, ~4 MiB of mail delivered: the spool keeps only the
+        # segments something still needs (current and spare per worker, and
+        # the one holding a message that keeps being deferred). After kill -9
+        # nothing delivered is delivered again, and the deferred one is kept.
+        cap = self.capture(tempfail_always=["pinned@dest.test"])
+        d = self.relay_daemon(cap, spool_segment_size="1M", minimal_backoff_time="1s",
+                              maximal_backoff_time="1s")
+        pinned = send_data(d, "s@example.org", ["pinned@dest.test"],
+                           b"Subject: pinned\r\n\r\nstays\r\n")
+        n, filler = 500, b"x" * 76 + b"\r\n"
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as c:
+            for i in range(n):
+                c.sendmail("s@example.org", ["ok@dest.test"],
+                           b"Subject: m%d\r\n\r\n" % i + filler * 100)
+        wait_for(lambda: len(cap.mail()) >= n, 60, "every message at the next hop")
+        segdir = os.path.join(d.spool, "seg")
+
+        def segs():
+            return sorted(f for f in os.listdir(segdir) if f.endswith(".seg"))
+        made = max(int(f.split("-")[1][:-4], 16) for f in segs())
+        self.assertGreaterEqual(made, 4, "the mail did not fill several segments: %s" % segs())
+        wait_for(lambda: len(segs()) <= 5, 10, "finished segments removed (left: %s)" % segs())
+        note("%d messages, segments up to seq %d, %d left: %s"
+             % (n, made, len(segs()), segs()))
+        self.assertEqual([r[0] for r in d.spool_list()], [pinned])
+
+        time.sleep(0.3)
+        d.kill9()
+        d.start()
+        m = re.findall(r"recovered (\d+) queued message", d.log())
+        self.assertEqual(int(m[-1]), 1)
+        wait_for(lambda: len(cap.rcpts("pinned@dest.test")) >= 3, 15, "the pinned retries")
+        self.assertEqual(len(cap.mail()), n, "a delivered message was delivered again")
+        self.assertEqual([r[0] for r in d.spool_list()], [pinned])
+        self.assertLessEqual(len(segs()), 6)
 
     def test_delay_notice_is_sent_once_even_across_kill9(self):
         # delay_warning_time=1s: the first retry after a second finds the
