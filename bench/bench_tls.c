@@ -153,6 +153,7 @@ bench_tls_free(struct bench_tls *t)
     t->ssl = NULL;
     t->rbio = t->wbio = NULL;
     t->done = false;
+    t->shutdown_sent = false;
 }
 
 void
@@ -227,6 +228,17 @@ bench_tls_write(struct bench_tls *t, const void *p, size_t n)
         n -= w;
     }
     return 0;
+}
+
+void
+bench_tls_shutdown(struct bench_tls *t)
+{
+    if (t->ssl == NULL || !t->done || t->shutdown_sent)
+        return;
+    t->shutdown_sent = true;
+    ERR_clear_error();
+    SSL_shutdown(t->ssl);
+    ERR_clear_error();
 }
 
 size_t

@@ -39,6 +39,7 @@ struct bench_tls {
     BIO *rbio;   /* ciphertext from the peer (owned by ssl) */
     BIO *wbio;   /* ciphertext to the peer (owned by ssl) */
     bool done;   /* handshake finished */
+    bool shutdown_sent;
     char error[160];
 };
 
@@ -79,6 +80,8 @@ enum bench_tls_result bench_tls_handshake(struct bench_tls *t);
 long bench_tls_read(struct bench_tls *t, void *buf, size_t cap);
 /* Protects all n plaintext octets (the output BIO grows). 0 or -1. */
 int bench_tls_write(struct bench_tls *t, const void *p, size_t n);
+/* Queues close_notify (once, after a finished handshake); never waits for the peer's. */
+void bench_tls_shutdown(struct bench_tls *t);
 /* Ciphertext waiting to be sent. */
 size_t bench_tls_pending(const struct bench_tls *t);
 /*
