@@ -126,6 +126,7 @@ struct sink_stats {
     uint64_t tls_handshakes;    /* completed */
     uint64_t tls_resumed;       /* of those, resumed sessions */
     uint64_t tls_failures;      /* handshakes that failed, or TLS errors later */
+    uint64_t messages_tls;      /* of the accepted messages, those received over TLS */
     struct bench_histogram msgs_per_conn;
 };
 
@@ -395,6 +396,8 @@ sink_finish_message(struct sink *s, struct sink_conn *c)
     sink_reply(s, c, c->reply_code, c->reply);
     if (c->reply_code / 100 == 2) {
         s->st.messages++;
+        if (c->tls.done)
+            s->st.messages_tls++;
         s->t_last_msg = bench_ring_now_us();
     } else
         s->st.messages_rejected++;
@@ -1076,9 +1079,10 @@ sink_print_report(struct sink *s, bool final)
                st->connect_421, st->rcpt_4xx, st->rcpt_5xx, st->data_4xx, st->data_5xx,
                st->store_errors, st->protocol_errors);
         printf("\"tls\":%s,\"starttls\":%" PRIu64 ",\"tls_handshakes\":%" PRIu64
-               ",\"tls_resumed\":%" PRIu64 ",\"tls_failures\":%" PRIu64 ",",
+               ",\"tls_resumed\":%" PRIu64 ",\"tls_failures\":%" PRIu64
+               ",\"messages_tls\":%" PRIu64 ",",
                s->tls_ctx ? "true" : "false", st->starttls, st->tls_handshakes, st->tls_resumed,
-               st->tls_failures);
+               st->tls_failures, st->messages_tls);
         printf("\"msgs_per_conn\":{\"count\":%" PRIu64 ",\"mean\":%.2f,\"p50\":%" PRIu64
                ",\"p90\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64 ",\"ranges\":{",
                h->total, bench_histogram_mean(h), bench_histogram_percentile(h, 50),
@@ -1114,8 +1118,9 @@ sink_print_report(struct sink *s, bool final)
                st->protocol_errors);
         if (s->tls_ctx)
             printf("  tls: %" PRIu64 " STARTTLS, %" PRIu64 " handshakes (%" PRIu64
-                   " resumed), %" PRIu64 " failed\n",
-                   st->starttls, st->tls_handshakes, st->tls_resumed, st->tls_failures);
+                   " resumed), %" PRIu64 " failed; %" PRIu64 " of the messages over TLS\n",
+                   st->starttls, st->tls_handshakes, st->tls_resumed, st->tls_failures,
+                   st->messages_tls);
         printf("  messages per connection: n=%" PRIu64 " mean=%.2f p50=%" PRIu64 " p90=%" PRIu64
                " max=%" PRIu64 "\n   ",
                h->total, bench_histogram_mean(h), bench_histogram_percentile(h, 50),

@@ -90,7 +90,7 @@ def scenario_plain():
     assert s["msgs_per_conn"]["count"] == 20, s["msgs_per_conn"]
     assert s["bytes"] == b["bytes"], (s["bytes"], b["bytes"])
     assert b["tls_handshakes"] == 0 and "connect_tls" in b["latency_us"], b
-    assert s["tls"] is False and s["tls_handshakes"] == 0, s
+    assert s["tls"] is False and s["tls_handshakes"] == 0 and s["messages_tls"] == 0, s
     print(f"plain: ok ({b['msg_per_s']:.0f} msg/s)")
 
 
@@ -239,6 +239,7 @@ def assert_tls_clean(b, s, connections):
     assert s["starttls"] == connections and s["tls_handshakes"] == connections, s
     assert s["tls_failures"] == 0 and s["protocol_errors"] == 0, s
     assert s["tls_resumed"] == b["tls_resumed"], (s["tls_resumed"], b["tls_resumed"])
+    assert s["messages_tls"] == s["messages"] == b["messages"]["accepted"], s
 
 
 def scenario_tls_reuse(tmp, cert):
@@ -322,6 +323,7 @@ def scenario_tls_by_hand(cert):
         s = final_report(p)
     assert s["messages"] == 1 and s["tls_handshakes"] == 1 and s["starttls"] == 1, s
     assert s["protocol_errors"] == 2, s  # the MAIL before EHLO and the second STARTTLS
+    assert s["messages_tls"] == 1, s
     print("tls by hand: ok (pipelined command discarded, EHLO required again)")
 
 
