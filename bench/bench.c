@@ -12,6 +12,18 @@
  * is closed only once no SQE for it is in flight; every claimed message ends in
  * exactly one outcome (accepted, rejected, or lost to an I/O error).
  *
+ * --starttls: after EHLO the session sends STARTTLS, runs the handshake over
+ * memory BIOs (bench_tls: OpenSSL never touches the socket, the ring does the
+ * I/O, a handshake is CPU on this thread and never waits), says EHLO again
+ * and runs its transactions encrypted. Once TLS is on, plaintext goes out
+ * only through the stream: records are appended to txq and sent from tx, the
+ * two swapping when a send completes, so the buffer the kernel reads is never
+ * written. Whatever arrived after the 220 to STARTTLS in the same read is
+ * dropped (the reply injection of CVE-2021-38371). --tls-resume keeps the
+ * sessions (tickets) each thread's connections got in a per-thread pool;
+ * TLS 1.3 tickets are single use, so a connection takes one and puts back the
+ * one it got.
+ *
  * Hazards: --dump writes files synchronously from the worker (a test aid, not
  * for measuring). Latency end-of-data -> reply starts when the kernel has taken
  * the last byte of the message, so it includes nothing of our own send path.
@@ -38,6 +50,7 @@
 #include "bench_net.h"
 #include "bench_reply.h"
 #include "bench_ring.h"
+#include "bench_tls.h"
 
 #define BENCH_MAX_SIZES  16
 #define BENCH_CODES      600   /* reply codes 0..599; 0 stands for "not a reply" */
@@ -51,6 +64,8 @@ enum bench_stage {
     STAGE_CONNECT,
     STAGE_BANNER,
     STAGE_EHLO,
+    STAGE_STARTTLS,
+    STAGE_TLS,
     STAGE_MAIL,
     STAGE_RCPT,
     STAGE_DATA,
@@ -61,7 +76,7 @@ enum bench_stage {
 };
 
 static const char *const bench_stage_names[STAGE_COUNT] = {
-    "connect", "banner", "ehlo", "mail", "rcpt", "data", "eod", "rset", "quit",
+    "connect", "banner", "ehlo", "starttls", "tls", "mail", "rcpt", "data", "eod", "rset", "quit",
 };
 
 /* Session states. The reply-waiting states map to the stage the reply answers. */
@@ -71,6 +86,8 @@ enum bench_state {
     S_CONNECTING,
     S_BANNER,
     S_EHLO,
+    S_STARTTLS,   /* waiting for the 220 to STARTTLS */
+    S_TLS,        /* handshake in progress */
     S_MAIL,
     S_RCPT,
     S_DATA,
@@ -84,7 +101,7 @@ enum bench_state {
 };
 
 static const char *const bench_state_names[] = {
-    "idle", "backoff", "connecting", "banner", "ehlo", "mail", "rcpt", "data",
+    "idle", "backoff", "connecting", "banner", "ehlo", "starttls", "tls", "mail", "rcpt", "data",
     "eod", "rset", "quit", "quit-eof", "wait-rate", "closing", "done",
 };
 
@@ -130,6 +147,9 @@ struct bench_run {
     double rate;             /* messages per second over all threads, 0 = no cap */
     bool json;
     const char *dump;
+    bool starttls;
+    bool tls_resume;
+    SSL_CTX *tls_ctx;        /* --starttls: shared by the workers (OpenSSL locks it) */
     unsigned io_timeout_s;
     int verbose;
     struct bench_msg_header header;
@@ -145,10 +165,16 @@ struct bench_stats {
     uint64_t io_failed;
     uint64_t bytes;          /* raw message bytes of accepted messages */
     uint64_t connects;
+    uint64_t tls_handshakes;   /* completed */
+    uint64_t tls_resumed;      /* of those, resumed */
+    uint64_t tls_failures;     /* handshakes that failed */
+    uint64_t starttls_missing; /* EHLO replies without STARTTLS (--starttls) */
     uint64_t io_errors[STAGE_COUNT];
     uint64_t replies[STAGE_COUNT][BENCH_CODES];
     struct bench_histogram banner_us;
     struct bench_histogram eod_us;
+    struct bench_histogram tls_us;       /* connect -> TLS established */
+    struct bench_histogram handshake_us; /* ClientHello -> TLS established */
 };
 
 struct bench_worker;
@@ -178,6 +204,14 @@ struct bench_session {
     unsigned rcpt_ok;
     unsigned msgs_on_conn;
     unsigned connect_failures;
+    unsigned tls_failures;   /* refused STARTTLS and failed handshakes in a row */
+    bool tls_saved;          /* --tls-resume: this connection's session is pooled */
+    struct bench_tls tls;    /* tls.ssl non-NULL from the 220 to STARTTLS on */
+    char *tx;                /* ciphertext being sent */
+    size_t tx_cap;
+    char *txq;               /* ciphertext waiting for the send in flight */
+    size_t txq_cap, txq_len;
+    uint64_t t_tls_start;
     uint64_t t_connect;
     uint64_t t_eod;
     uint64_t t_io;           /* last completion, for --io-timeout */
@@ -204,6 +238,8 @@ struct bench_worker {
     double rate_next;        /* us, next --rate slot of this worker */
     double rate_interval;    /* us */
     uint64_t rng;
+    SSL_SESSION **tls_pool;  /* --tls-resume: sessions to resume, newest last */
+    unsigned tls_pool_n;
     uint64_t t_last_done;
     struct __kernel_timespec tick_ts;
     struct bench_stats st;
@@ -235,6 +271,8 @@ bench_stage_of(enum bench_state st)
     switch (st) {
     case S_BANNER: return STAGE_BANNER;
     case S_EHLO: return STAGE_EHLO;
+    case S_STARTTLS: return STAGE_STARTTLS;
+    case S_TLS: return STAGE_TLS;
     case S_MAIL: return STAGE_MAIL;
     case S_RCPT: return STAGE_RCPT;
     case S_DATA: return STAGE_DATA;
@@ -266,6 +304,7 @@ bench_sqe(struct bench_session *s, enum bench_op op)
 }
 
 static void bench_close(struct bench_session *s, enum bench_after_close after);
+static void bench_io_error(struct bench_session *s, enum bench_stage stage, int err);
 static void bench_next_message(struct bench_session *s);
 static void bench_connect(struct bench_session *s);
 
@@ -287,7 +326,40 @@ bench_submit_send(struct bench_session *s)
     s->send_armed = true;
 }
 
-/* Title: send up to 3 pieces as one sendmsg; the pieces must stay valid until done. */
+/* Title: TLS on: send the queued records unless a send is in flight. */
+static void
+bench_tls_flush(struct bench_session *s)
+{
+    if (s->send_armed || s->closing || s->fd < 0 || s->txq_len == 0)
+        return;
+    char *t = s->tx;
+    size_t tc = s->tx_cap;
+    s->tx = s->txq;
+    s->tx_cap = s->txq_cap;
+    s->txq = t;
+    s->txq_cap = tc;
+    s->iov[0].iov_base = s->tx;
+    s->iov[0].iov_len = s->txq_len;
+    s->send_left = s->txq_len;
+    s->txq_len = 0;
+    memset(&s->msg, 0, sizeof(s->msg));
+    s->msg.msg_iov = s->iov;
+    s->msg.msg_iovlen = 1;
+    bench_submit_send(s);
+}
+
+/* Title: TLS on: queue whatever records the stream produced, and send them. */
+static void
+bench_tls_pump(struct bench_session *s)
+{
+    bench_tls_take(&s->tls, &s->txq, &s->txq_cap, &s->txq_len);
+    bench_tls_flush(s);
+}
+
+/*
+ * Title: send up to 3 pieces as one sendmsg; the pieces must stay valid until
+ * done. With TLS on they are encrypted at once and need not stay.
+ */
 static void
 bench_send(struct bench_session *s, const void *a, size_t alen, const void *b, size_t blen,
            const void *c, size_t clen)
@@ -295,6 +367,16 @@ bench_send(struct bench_session *s, const void *a, size_t alen, const void *b, s
     unsigned n = 0;
     const void *p[3] = {a, b, c};
     size_t l[3] = {alen, blen, clen};
+    if (s->tls.done) {
+        for (unsigned i = 0; i < 3; i++) {
+            if (l[i] > 0 && bench_tls_write(&s->tls, p[i], l[i]) < 0) {
+                bench_io_error(s, bench_stage_of(s->state), EPROTO);
+                return;
+            }
+        }
+        bench_tls_pump(s);
+        return;
+    }
     s->send_left = 0;
     for (unsigned i = 0; i < 3; i++) {
         if (l[i] == 0)
@@ -488,6 +570,72 @@ bench_next_message(struct bench_session *s)
     bench_start_msg(s, seq);
 }
 
+/* Title: --tls-resume: keep a session for a later connection of this thread. */
+static void
+bench_tls_pool_put(struct bench_worker *w, SSL_SESSION *sess)
+{
+    if (sess == NULL)
+        return;
+    if (w->tls_pool_n == w->nsess) {
+        /* Full: drop the oldest. */
+        bench_tls_session_free(w->tls_pool[0]);
+        memmove(w->tls_pool, w->tls_pool + 1, (w->nsess - 1) * sizeof(*w->tls_pool));
+        w->tls_pool_n--;
+    }
+    w->tls_pool[w->tls_pool_n++] = sess;
+}
+
+/* Title: the newest pooled session (the caller frees it), or NULL. */
+static SSL_SESSION *
+bench_tls_pool_take(struct bench_worker *w)
+{
+    return w->tls_pool_n > 0 ? w->tls_pool[--w->tls_pool_n] : NULL;
+}
+
+/*
+ * Title: the 220 to STARTTLS is in: start the handshake (the ClientHello).
+ * Anything after the 220 in the same read is dropped by bench_feed.
+ */
+static void
+bench_start_tls(struct bench_session *s)
+{
+    struct bench_worker *w = s->w;
+    SSL_SESSION *resume = w->run->tls_resume ? bench_tls_pool_take(w) : NULL;
+    int r = bench_tls_client(&s->tls, w->run->tls_ctx, resume);
+    bench_tls_session_free(resume); /* the SSL holds its own reference */
+    bench_enter(s, S_TLS);
+    s->t_tls_start = bench_ring_now_us();
+    if (r < 0 || bench_tls_handshake(&s->tls) == BENCH_TLS_ERROR) {
+        w->st.tls_failures++;
+        s->tls_failures++;
+        if (w->run->verbose)
+            fprintf(stderr, "bench: w%u s%u: TLS: %s\n", w->id, s->idx, s->tls.error);
+        bench_io_error(s, STAGE_TLS, EPROTO);
+        return;
+    }
+    bench_tls_pump(s);
+}
+
+/* Title: the handshake is done: count it, then EHLO again (RFC 3207 4.2). */
+static void
+bench_tls_established(struct bench_session *s)
+{
+    struct bench_worker *w = s->w;
+    uint64_t now = bench_ring_now_us();
+    w->st.tls_handshakes++;
+    if (bench_tls_resumed(&s->tls))
+        w->st.tls_resumed++;
+    bench_histogram_record(&w->st.tls_us, now - s->t_connect);
+    bench_histogram_record(&w->st.handshake_us, now - s->t_tls_start);
+    s->tls_failures = 0;
+    s->tls_saved = false;
+    if (w->run->verbose > 1)
+        fprintf(stderr, "bench: w%u s%u: %s%s\n", w->id, s->idx, bench_tls_version(&s->tls),
+                bench_tls_resumed(&s->tls) ? ", resumed" : "");
+    bench_enter(s, S_EHLO);
+    bench_send_cmd(s, (size_t)snprintf(s->cmd, s->cmd_cap, "EHLO %s\r\n", w->run->helo));
+}
+
 static void
 bench_count_reply(struct bench_session *s, int code)
 {
@@ -530,9 +678,38 @@ bench_on_reply(struct bench_session *s, int code)
             bench_close(s, AFTER_BACKOFF);
             return;
         }
+        if (run->starttls && s->tls.ssl == NULL) {
+            if (!(s->reply.ext & BENCH_REPLY_EXT_STARTTLS)) {
+                /* Asked for TLS, not offered: an error, and this session ends. */
+                w->st.io_errors[STAGE_STARTTLS]++;
+                w->st.starttls_missing++;
+                if (run->verbose)
+                    fprintf(stderr, "bench: w%u s%u: %s does not offer STARTTLS\n", w->id,
+                            s->idx, run->target);
+                bench_close(s, AFTER_DONE);
+                return;
+            }
+            bench_enter(s, S_STARTTLS);
+            bench_send_cmd(s, (size_t)snprintf(s->cmd, s->cmd_cap, "STARTTLS\r\n"));
+            return;
+        }
+        if (s->tls.done && run->tls_resume && !s->tls_saved) {
+            /* TLS 1.3: the ticket came after the handshake, before this reply. */
+            bench_tls_pool_put(w, bench_tls_session(&s->tls));
+            s->tls_saved = true;
+        }
         s->pipelining = run->pipelining && (s->reply.ext & BENCH_REPLY_EXT_PIPELINING);
         s->size_ext = (s->reply.ext & BENCH_REPLY_EXT_SIZE) != 0;
         bench_next_message(s);
+        return;
+    case S_STARTTLS:
+        if (code != 220) {
+            /* 454 and the like: counted with the replies; try again later. */
+            s->tls_failures++;
+            bench_close(s, AFTER_BACKOFF);
+            return;
+        }
+        bench_start_tls(s);
         return;
     case S_MAIL:
         s->mail_ok = ok;
@@ -600,6 +777,78 @@ bench_on_reply(struct bench_session *s, int code)
     }
 }
 
+/*
+ * Title: plaintext replies, from the socket or decrypted. Stops at the 220 to
+ * STARTTLS: what followed it in plaintext is dropped, not read as a reply.
+ */
+static void
+bench_feed(struct bench_session *s, const char *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len && !s->closing && s->state != S_TLS) {
+        size_t used;
+        enum bench_reply_event ev = bench_reply_feed(&s->reply, buf + off, len - off, &used);
+        off += used;
+        if (ev == BENCH_REPLY_AGAIN)
+            break;
+        if (ev == BENCH_REPLY_ERROR) {
+            bench_count_reply(s, 0);
+            bench_io_error(s, bench_stage_of(s->state), EPROTO);
+            return;
+        }
+        bench_on_reply(s, s->reply.code);
+    }
+}
+
+/*
+ * Title: TLS on: n octets of ciphertext in rbuf. Advances the handshake, then
+ * decrypts into rbuf (its ciphertext is in the stream by then) and reads the
+ * replies.
+ */
+static void
+bench_tls_input(struct bench_session *s, size_t n)
+{
+    bench_tls_feed(&s->tls, s->rbuf, n);
+    if (!s->tls.done) {
+        enum bench_tls_result r = bench_tls_handshake(&s->tls);
+        bench_tls_pump(s);
+        if (r == BENCH_TLS_AGAIN)
+            return;
+        if (r != BENCH_TLS_DONE) {
+            s->w->st.tls_failures++;
+            s->tls_failures++;
+            if (s->w->run->verbose)
+                fprintf(stderr, "bench: w%u s%u: TLS handshake: %s\n", s->w->id, s->idx,
+                        s->tls.error);
+            bench_io_error(s, STAGE_TLS, EPROTO);
+            return;
+        }
+        bench_tls_established(s);
+    }
+    while (!s->closing) {
+        long got = bench_tls_read(&s->tls, s->rbuf, sizeof(s->rbuf));
+        if (got > 0) {
+            bench_feed(s, s->rbuf, (size_t)got);
+            continue;
+        }
+        if (got == BENCH_TLS_CLOSED && (s->state == S_QUIT_EOF || s->state == S_QUIT)) {
+            bench_close(s, AFTER_RECONNECT); /* close_notify after the 221 */
+            return;
+        }
+        if (got < 0) {
+            if (s->w->run->verbose)
+                fprintf(stderr, "bench: w%u s%u: TLS read: %s\n", s->w->id, s->idx,
+                        got == BENCH_TLS_CLOSED ? "close_notify" : s->tls.error);
+            bench_io_error(s, bench_stage_of(s->state),
+                           got == BENCH_TLS_CLOSED ? ECONNRESET : EPROTO);
+            return;
+        }
+        break;
+    }
+    if (!s->closing)
+        bench_tls_pump(s); /* what reading produced (nothing, usually) */
+}
+
 static void
 bench_on_recv(struct bench_session *s, int res)
 {
@@ -614,21 +863,10 @@ bench_on_recv(struct bench_session *s, int res)
         bench_io_error(s, bench_stage_of(s->state), res == 0 ? ECONNRESET : -res);
         return;
     }
-    size_t off = 0;
-    while (off < (size_t)res && !s->closing) {
-        size_t used;
-        enum bench_reply_event ev =
-            bench_reply_feed(&s->reply, s->rbuf + off, (size_t)res - off, &used);
-        off += used;
-        if (ev == BENCH_REPLY_AGAIN)
-            break;
-        if (ev == BENCH_REPLY_ERROR) {
-            bench_count_reply(s, 0);
-            bench_io_error(s, bench_stage_of(s->state), EPROTO);
-            return;
-        }
-        bench_on_reply(s, s->reply.code);
-    }
+    if (s->tls.ssl != NULL)
+        bench_tls_input(s, (size_t)res);
+    else
+        bench_feed(s, s->rbuf, (size_t)res);
     bench_arm_recv(s);
 }
 
@@ -645,7 +883,10 @@ bench_on_send(struct bench_session *s, int res)
     size_t done = (size_t)res;
     s->send_left -= done;
     if (s->send_left == 0) {
-        if (s->state == S_EOD)
+        if (s->tls.ssl != NULL)
+            bench_tls_flush(s);
+        /* The message is out once nothing of it is left to send. */
+        if (s->state == S_EOD && !s->send_armed)
             s->t_eod = bench_ring_now_us();
         return;
     }
@@ -696,6 +937,8 @@ bench_connect(struct bench_session *s)
     bench_net_nodelay(s->fd);
     s->gen++;
     s->msgs_on_conn = 0;
+    s->txq_len = 0;
+    s->tls_saved = false;
     s->pipelining = false;
     s->size_ext = false;
     bench_reply_init(&s->reply);
@@ -717,12 +960,17 @@ bench_close_done(struct bench_session *s)
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
+    bench_tls_free(&s->tls);
     s->closing = false;
     s->connect_armed = s->recv_armed = s->send_armed = s->timer_armed = false;
     enum bench_after_close after = s->after_close;
     if (s->connect_failures >= BENCH_MAX_CONNECT_FAILURES) {
         fprintf(stderr, "bench: w%u s%u: giving up after %u failed connections\n", w->id, s->idx,
                 s->connect_failures);
+        after = AFTER_DONE;
+    } else if (s->tls_failures >= BENCH_MAX_CONNECT_FAILURES) {
+        fprintf(stderr, "bench: w%u s%u: giving up after %u failed STARTTLS/handshakes\n", w->id,
+                s->idx, s->tls_failures);
         after = AFTER_DONE;
     }
     if (after == AFTER_DONE || (w->stopping && !s->have_seq) ||
@@ -925,6 +1173,9 @@ bench_usage(FILE *fp)
             "  --rate MSGS_PER_SEC   cap the send rate, spread evenly (default none)\n"
             "  --io-timeout SEC      drop a session silent this long (default 30)\n"
             "  --dump DIR            save each message sent, un-stuffed, as DIR/<seq>.eml\n"
+            "  --starttls            STARTTLS after EHLO (an error if not offered), EHLO again,\n"
+            "                        then the transactions over TLS 1.2+; no certificate checks\n"
+            "  --tls-resume          resume TLS sessions (a per-thread pool of tickets)\n"
             "  --json                machine-readable report on stdout\n"
             "  -v, --verbose         errors to stderr; twice: state transitions\n");
 }
@@ -1014,6 +1265,7 @@ bench_report(const struct bench_run *run, const struct bench_stats *st, double e
 {
     double mps = elapsed > 0 ? (double)st->accepted / elapsed : 0;
     double mbps = elapsed > 0 ? (double)st->bytes / elapsed / 1e6 : 0;
+    double hps = elapsed > 0 ? (double)st->tls_handshakes / elapsed : 0;
     /* Errors: 4xx/5xx and malformed replies at any stage, plus I/O errors. */
     uint64_t errors = 0, io_total = 0;
     for (unsigned g = 0; g < STAGE_COUNT; g++) {
@@ -1035,6 +1287,11 @@ bench_report(const struct bench_run *run, const struct bench_stats *st, double e
         printf("\"connections\":%" PRIu64 ",\"bytes\":%" PRIu64
                ",\"msg_per_s\":%.1f,\"mb_per_s\":%.3f,\"errors\":%" PRIu64 ",",
                st->connects, st->bytes, mps, mbps, errors);
+        printf("\"starttls\":%s,\"tls_resume\":%s,\"tls_handshakes\":%" PRIu64
+               ",\"tls_resumed\":%" PRIu64 ",\"tls_failures\":%" PRIu64
+               ",\"starttls_missing\":%" PRIu64 ",\"handshakes_per_s\":%.1f,",
+               run->starttls ? "true" : "false", run->tls_resume ? "true" : "false",
+               st->tls_handshakes, st->tls_resumed, st->tls_failures, st->starttls_missing, hps);
         for (int pass = 0; pass < 2; pass++) {
             printf("\"%s\":{", pass == 0 ? "replies" : "error_replies");
             bool first_stage = true;
@@ -1059,19 +1316,27 @@ bench_report(const struct bench_run *run, const struct bench_stats *st, double e
             printf("%s\"%s\":%" PRIu64, g ? "," : "", bench_stage_names[g], st->io_errors[g]);
         printf("},\"latency_us\":{");
         bench_print_hist_json("connect_banner", &st->banner_us, true);
+        bench_print_hist_json("connect_tls", &st->tls_us, true);
+        bench_print_hist_json("tls_handshake", &st->handshake_us, true);
         bench_print_hist_json("eod_reply", &st->eod_us, false);
         printf("}}\n");
         return;
     }
 
-    printf("ringmta-bench: %s, %u sessions, %u thread%s, pipelining %s, reuse %s, %u rcpt%s\n",
+    printf("ringmta-bench: %s, %u sessions, %u thread%s, pipelining %s, reuse %s, %u rcpt%s%s\n",
            run->target, run->sessions, run->threads, run->threads == 1 ? "" : "s",
            run->pipelining ? "on" : "off", run->reuse ? "on" : "off", run->rcpts,
-           run->rcpts == 1 ? "" : "s");
+           run->rcpts == 1 ? "" : "s",
+           run->starttls ? (run->tls_resume ? ", STARTTLS with resumption" : ", STARTTLS") : "");
     printf("  messages: %" PRIu64 " attempted, %" PRIu64 " accepted, %" PRIu64 " rejected, %" PRIu64
            " lost to I/O errors, in %.3f s over %" PRIu64 " connections\n",
            st->attempted, st->accepted, st->rejected, st->io_failed, elapsed, st->connects);
     printf("  throughput: %.1f msg/s, %.2f MB/s\n", mps, mbps);
+    if (run->starttls)
+        printf("  tls: %" PRIu64 " handshakes (%" PRIu64 " resumed%s), %.1f handshakes/s; %" PRIu64
+               " failed, %" PRIu64 " EHLO replies without STARTTLS\n",
+               st->tls_handshakes, st->tls_resumed, run->tls_resume ? "" : ", --tls-resume off",
+               hps, st->tls_failures, st->starttls_missing);
     printf("  replies by stage:\n");
     for (unsigned g = 0; g < STAGE_COUNT; g++) {
         bool any = false;
@@ -1096,6 +1361,10 @@ bench_report(const struct bench_run *run, const struct bench_stats *st, double e
     printf("  errors: %" PRIu64 " (4xx/5xx/malformed replies and I/O errors)\n", errors);
     printf("  latency:\n");
     bench_print_hist_text("connect -> banner", &st->banner_us);
+    if (run->starttls) {
+        bench_print_hist_text("connect -> TLS up", &st->tls_us);
+        bench_print_hist_text("TLS handshake", &st->handshake_us);
+    }
     bench_print_hist_text("end of data -> reply", &st->eod_us);
 }
 
@@ -1119,6 +1388,8 @@ main(int argc, char **argv)
         {"rate", required_argument, NULL, 'R'},
         {"io-timeout", required_argument, NULL, 'I'},
         {"dump", required_argument, NULL, 'w'},
+        {"starttls", no_argument, NULL, 'X'},
+        {"tls-resume", no_argument, NULL, 'Z'},
         {"json", no_argument, NULL, 'j'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -1171,6 +1442,8 @@ main(int argc, char **argv)
         case 'R': run->rate = strtod(optarg, &end); break;
         case 'I': run->io_timeout_s = (unsigned)strtoul(optarg, &end, 10); break;
         case 'w': run->dump = optarg; break;
+        case 'X': run->starttls = true; break;
+        case 'Z': run->tls_resume = true; break;
         case 'j': run->json = true; break;
         case 'v': run->verbose++; break;
         case 'h': bench_usage(stdout); return 0;
@@ -1181,9 +1454,17 @@ main(int argc, char **argv)
     }
     if (bad || optind != argc || run->target == NULL || run->sessions == 0 || run->threads == 0 ||
         run->rcpts == 0 || run->rcpts > 10000 || (run->messages == 0 && run->duration <= 0) ||
-        run->rate < 0) {
+        run->rate < 0 || (run->tls_resume && !run->starttls)) {
         bench_usage(stderr);
         return 2;
+    }
+    if (run->starttls) {
+        char err[256];
+        run->tls_ctx = bench_tls_client_ctx(err, sizeof(err));
+        if (run->tls_ctx == NULL) {
+            fprintf(stderr, "bench: TLS: %s\n", err);
+            return 1;
+        }
     }
     if (bench_net_parse(run->target, &run->addr, &run->addrlen) < 0) {
         fprintf(stderr, "bench: --target %s: want a numeric HOST:PORT\n", run->target);
@@ -1227,8 +1508,11 @@ main(int argc, char **argv)
         w->nsess = run->sessions / run->threads + (t < run->sessions % run->threads);
         w->sess = xcalloc(w->nsess, sizeof(*w->sess));
         w->rng = 0x5eed0000u + t;
+        w->tls_pool = xcalloc(w->nsess, sizeof(*w->tls_pool));
         bench_histogram_init(&w->st.banner_us);
         bench_histogram_init(&w->st.eod_us);
+        bench_histogram_init(&w->st.tls_us);
+        bench_histogram_init(&w->st.handshake_us);
         for (unsigned i = 0; i < w->nsess; i++) {
             struct bench_session *s = &w->sess[i];
             s->w = w;
@@ -1250,6 +1534,8 @@ main(int argc, char **argv)
     struct bench_stats *total = xcalloc(1, sizeof(*total));
     bench_histogram_init(&total->banner_us);
     bench_histogram_init(&total->eod_us);
+    bench_histogram_init(&total->tls_us);
+    bench_histogram_init(&total->handshake_us);
     uint64_t t_end = run->t0;
     for (unsigned t = 0; t < run->threads; t++) {
         struct bench_worker *w = &workers[t];
@@ -1261,6 +1547,10 @@ main(int argc, char **argv)
         total->io_failed += st->io_failed;
         total->bytes += st->bytes;
         total->connects += st->connects;
+        total->tls_handshakes += st->tls_handshakes;
+        total->tls_resumed += st->tls_resumed;
+        total->tls_failures += st->tls_failures;
+        total->starttls_missing += st->starttls_missing;
         for (unsigned g = 0; g < STAGE_COUNT; g++) {
             total->io_errors[g] += st->io_errors[g];
             for (unsigned c = 0; c < BENCH_CODES; c++)
@@ -1268,6 +1558,8 @@ main(int argc, char **argv)
         }
         bench_histogram_merge(&total->banner_us, &st->banner_us);
         bench_histogram_merge(&total->eod_us, &st->eod_us);
+        bench_histogram_merge(&total->tls_us, &st->tls_us);
+        bench_histogram_merge(&total->handshake_us, &st->handshake_us);
         if (w->t_last_done > t_end)
             t_end = w->t_last_done;
     }
@@ -1278,14 +1570,21 @@ main(int argc, char **argv)
 
     for (unsigned t = 0; t < run->threads; t++) {
         for (unsigned i = 0; i < workers[t].nsess; i++) {
+            bench_tls_free(&workers[t].sess[i].tls);
             xfree(workers[t].sess[i].cmd);
             xfree(workers[t].sess[i].hdr);
+            xfree(workers[t].sess[i].tx);
+            xfree(workers[t].sess[i].txq);
         }
+        while (workers[t].tls_pool_n > 0)
+            bench_tls_session_free(workers[t].tls_pool[--workers[t].tls_pool_n]);
+        xfree(workers[t].tls_pool);
         xfree(workers[t].sess);
     }
     for (unsigned i = 0; i < run->nsizes; i++)
         bench_msg_filler_free(&run->sizes[i].filler);
     bench_msg_header_free(&run->header);
+    bench_tls_ctx_free(run->tls_ctx);
     xfree(workers);
     xfree(total);
     /* Not every message could be tried (target down, sessions gave up): fail. */

@@ -29,6 +29,7 @@ reply_keyword(const char *text, size_t n)
         {"CHUNKING", BENCH_REPLY_EXT_CHUNKING},
         {"8BITMIME", BENCH_REPLY_EXT_8BITMIME},
         {"SIZE", BENCH_REPLY_EXT_SIZE},
+        {"STARTTLS", BENCH_REPLY_EXT_STARTTLS},
     };
     size_t wlen = 0;
     while (wlen < n && text[wlen] != ' ')
@@ -81,8 +82,11 @@ bench_reply_feed(struct bench_reply *r, const char *in, size_t len, size_t *used
             *used = off;
             return BENCH_REPLY_ERROR;
         }
+        /* RFC 5321 4.1.1.1: an EHLO reply's first line is the domain and a
+         * greeting; keywords are on the lines after it. */
+        bool first_line = r->code == 0;
         r->code = code;
-        if (r->len > 4)
+        if (!first_line && r->len > 4)
             r->ext |= reply_keyword(l + 4, r->len - 4);
         bool last = r->len == 3 || l[3] == ' ';
         r->len = 0;

@@ -14,11 +14,12 @@
 
 #define BENCH_REPLY_LINE_MAX 1024
 
-/* EHLO keywords seen in the reply just completed. */
+/* EHLO keywords seen in the reply just completed (lines after the first). */
 #define BENCH_REPLY_EXT_PIPELINING 0x1
 #define BENCH_REPLY_EXT_CHUNKING   0x2
 #define BENCH_REPLY_EXT_8BITMIME   0x4
 #define BENCH_REPLY_EXT_SIZE       0x8
+#define BENCH_REPLY_EXT_STARTTLS   0x10
 
 enum bench_reply_event {
     BENCH_REPLY_AGAIN, /* input used up: feed more */

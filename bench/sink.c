@@ -6,6 +6,9 @@
  * PIPELINING and CHUNKING, counts and discards; optionally stores (--keep) and
  * fsyncs (--fsync) each accepted message before its 250, delays end-of-data
  * replies (--latency, an io_uring timeout) and mixes in 421/4xx/5xx replies.
+ * With --tls-cert/--tls-key it offers STARTTLS (RFC 3207) and runs TLS over
+ * memory BIOs (bench_tls): the ring still does every read and write, the
+ * handshake is CPU on this thread and never waits.
  *
  * Invariants:
  * - Replies leave in command order: while a message waits for its store/fsync
@@ -18,6 +21,10 @@
  *   marks it and the last completion frees it.
  * - Reply-mix decisions are a pure function of (--seed, kind, n-th decision of
  *   that kind), so the number of each reply is the same on every run.
+ * - TLS: replies are queued as plaintext in q and encrypted into tq when they
+ *   are flushed; with TLS on, tq (not q) is what swaps with out. Input after
+ *   STARTTLS that was already read is discarded (RFC 3207 4.2 / CVE-2011-0411);
+ *   what arrives later is ciphertext, decrypted into in and parsed as before.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,11 +46,13 @@
 #include "bench_histogram.h"
 #include "bench_net.h"
 #include "bench_ring.h"
+#include "bench_tls.h"
 #include "sink_parse.h"
 
 #define SINK_IN_MIN       8192
 #define SINK_IN_MAX       (256 * 1024)
 #define SINK_RECV_MIN     4096
+#define SINK_TLS_RECV     (16 * 1024 + 512) /* one TLS record and change */
 #define SINK_BACKLOG_MAX  (1024 * 1024)   /* unparsed input before recv pauses */
 #define SINK_OUT_MAX      (256 * 1024)    /* unsent replies before recv pauses */
 #define SINK_FSYNC_WRAP   (64u * 1024 * 1024)
@@ -91,6 +100,8 @@ struct sink_cfg {
     uint64_t max_size;
     bool json;
     int verbose;
+    const char *tls_cert;
+    const char *tls_key;
 };
 
 struct sink_stats {
@@ -111,6 +122,11 @@ struct sink_stats {
     uint64_t data_5xx;
     uint64_t store_errors;
     uint64_t protocol_errors;   /* 500/501/503 and overlong lines */
+    uint64_t starttls;          /* STARTTLS answered 220 */
+    uint64_t tls_handshakes;    /* completed */
+    uint64_t tls_resumed;       /* of those, resumed sessions */
+    uint64_t tls_failures;      /* handshakes that failed, or TLS errors later */
+    uint64_t messages_tls;      /* of the accepted messages, those received over TLS */
     struct bench_histogram msgs_per_conn;
 };
 
@@ -135,6 +151,13 @@ struct sink_conn {
     size_t out_cap, out_len, out_sent;
     char *q;          /* queued replies */
     size_t q_cap, q_len;
+
+    struct bench_tls tls; /* tls.ssl non-NULL: STARTTLS answered, TLS on */
+    char *cin;        /* ciphertext recv buffer (TLS on) */
+    char *recv_buf;   /* where the recv in flight reads to */
+    char *tq;         /* ciphertext queued for the wire (TLS on) */
+    size_t tq_cap, tq_len;
+    bool need_ehlo;   /* RFC 3207 4.2: after the handshake, EHLO again first */
 
     struct sink_parse parse;
     char helo[256];
@@ -161,6 +184,7 @@ struct sink_conn {
 
 struct sink {
     const struct sink_cfg *cfg;
+    SSL_CTX *tls_ctx;           /* NULL: STARTTLS not offered */
     struct io_uring ring;
     int lfd;
     int sigfd;
@@ -279,6 +303,7 @@ sink_env_add(struct sink_conn *c, const char *tag, const char *v, size_t n)
 
 static void sink_close(struct sink *s, struct sink_conn *c);
 static void sink_finish_message(struct sink *s, struct sink_conn *c);
+static void sink_tls_input(struct sink *s, struct sink_conn *c);
 
 /* Title: the reply after store/fsync: wait --latency first if asked. */
 static void
@@ -371,6 +396,8 @@ sink_finish_message(struct sink *s, struct sink_conn *c)
     sink_reply(s, c, c->reply_code, c->reply);
     if (c->reply_code / 100 == 2) {
         s->st.messages++;
+        if (c->tls.done)
+            s->st.messages_tls++;
         s->t_last_msg = bench_ring_now_us();
     } else
         s->st.messages_rejected++;
@@ -453,16 +480,52 @@ static void
 sink_ehlo(struct sink *s, struct sink_conn *c)
 {
     char buf[512];
+    /* RFC 3207 4.2: STARTTLS is not offered again once TLS is on. */
+    bool offer_tls = s->tls_ctx != NULL && c->tls.ssl == NULL;
     int n = snprintf(buf, sizeof(buf),
                      "250-%s greets %s\r\n"
                      "250-PIPELINING\r\n"
                      "250-SIZE %" PRIu64 "\r\n"
                      "250-8BITMIME\r\n"
                      "250-CHUNKING\r\n"
+                     "%s"
                      "250-ENHANCEDSTATUSCODES\r\n"
                      "250 SMTPUTF8\r\n",
-                     s->cfg->hostname, c->helo, s->cfg->max_size);
+                     s->cfg->hostname, c->helo, s->cfg->max_size,
+                     offer_tls ? "250-STARTTLS\r\n" : "");
     sink_reply_raw(s, c, 250, buf, (size_t)n);
+}
+
+/*
+ * Title: STARTTLS accepted: 220 in plaintext, then TLS.
+ * RFC 3207 4.2: the server forgets what it knew from the client (the EHLO
+ * name, a transaction) and the client must EHLO again. Anything the client
+ * pipelined behind STARTTLS is discarded, not run as if it had come over TLS
+ * (CVE-2011-0411): a client must wait for the 220 before its ClientHello.
+ */
+static void
+sink_starttls(struct sink *s, struct sink_conn *c)
+{
+    if (bench_tls_server(&c->tls, s->tls_ctx) < 0) {
+        fprintf(stderr, "sink: c%u STARTTLS: %s\n", c->slot, c->tls.error);
+        s->st.tls_failures++;
+        sink_reply(s, c, 454, "4.7.0 TLS not available due to temporary reason");
+        return;
+    }
+    sink_reply(s, c, 220, "2.0.0 Ready to start TLS");
+    s->st.starttls++;
+    /* The replies so far (the 220 last) leave in plaintext, ahead of any TLS record. */
+    sink_grow(&c->tq, &c->tq_cap, c->tq_len + c->q_len);
+    memcpy(c->tq + c->tq_len, c->q, c->q_len);
+    c->tq_len += c->q_len;
+    c->q_len = 0;
+    c->in_start = c->in_end;
+    sink_parse_init(&c->parse, sink_body, c);
+    sink_reset_txn(c);
+    c->helo[0] = '\0';
+    c->need_ehlo = true;
+    if (c->cin == NULL)
+        c->cin = xmalloc(SINK_TLS_RECV);
 }
 
 /* Title: one command line. */
@@ -490,6 +553,7 @@ sink_command(struct sink *s, struct sink_conn *c, const char *line, size_t len)
     case SINK_VERB_HELO:
         /* RFC 5321 4.1.4: EHLO resets the state as if RSET. */
         sink_reset_txn(c);
+        c->need_ehlo = false;
         snprintf(c->helo, sizeof(c->helo), "%.*s", (int)cmd.arg_len, cmd.arg);
         if (cmd.verb == SINK_VERB_EHLO)
             sink_ehlo(s, c);
@@ -497,6 +561,12 @@ sink_command(struct sink *s, struct sink_conn *c, const char *line, size_t len)
             sink_reply(s, c, 250, cfg->hostname);
         return;
     case SINK_VERB_MAIL:
+        if (c->need_ehlo) {
+            /* RCPT, DATA and BDAT then fail for want of MAIL. */
+            s->st.protocol_errors++;
+            sink_reply(s, c, 503, "5.5.1 EHLO first after STARTTLS");
+            return;
+        }
         if (c->have_mail) {
             s->st.protocol_errors++;
             sink_reply(s, c, 503, "5.5.1 Nested MAIL command");
@@ -579,10 +649,19 @@ sink_command(struct sink *s, struct sink_conn *c, const char *line, size_t len)
         sink_reply(s, c, 214, "2.0.0 ringmta-sink: see RFC 5321");
         return;
     case SINK_VERB_STARTTLS:
-    default:
-        sink_reply(s, c, 502, "5.5.1 Command not implemented");
+        if (s->tls_ctx == NULL)
+            break;
+        if (c->tls.ssl != NULL) {
+            s->st.protocol_errors++;
+            sink_reply(s, c, 503, "5.5.1 TLS already active");
+            return;
+        }
+        sink_starttls(s, c);
         return;
+    default:
+        break;
     }
+    sink_reply(s, c, 502, "5.5.1 Command not implemented");
 }
 
 /* Title: parse what has arrived, until it runs out or a message reply is pending. */
@@ -615,24 +694,50 @@ sink_process(struct sink *s, struct sink_conn *c)
     }
 }
 
+/* Title: TLS on: encrypt the queued replies into the wire queue. */
+static void
+sink_tls_protect(struct sink *s, struct sink_conn *c)
+{
+    if (c->q_len > 0 && c->tls.done) {
+        if (bench_tls_write(&c->tls, c->q, c->q_len) < 0) {
+            if (s->cfg->verbose)
+                fprintf(stderr, "sink: c%u TLS write: %s\n", c->slot, c->tls.error);
+            s->st.tls_failures++;
+            sink_close(s, c);
+            return;
+        }
+        c->q_len = 0;
+    }
+    /* After the 221 (or a 421): close_notify, so the client sees a clean end. */
+    if (c->quit)
+        bench_tls_shutdown(&c->tls);
+    bench_tls_take(&c->tls, &c->tq, &c->tq_cap, &c->tq_len);
+}
+
 static void
 sink_flush(struct sink *s, struct sink_conn *c)
 {
+    if (c->tls.ssl != NULL && !c->closing)
+        sink_tls_protect(s, c);
     if (c->send_armed || c->closing || c->fd < 0)
         return;
     if (c->out_sent == c->out_len) {
-        if (c->q_len == 0)
+        /* What goes on the wire: the replies, or with TLS on their records. */
+        bool tls = c->tls.ssl != NULL;
+        char **wq = tls ? &c->tq : &c->q;
+        size_t *wq_cap = tls ? &c->tq_cap : &c->q_cap, *wq_len = tls ? &c->tq_len : &c->q_len;
+        if (*wq_len == 0)
             return;
-        /* Swap: the queued replies become the buffer in flight. */
+        /* Swap: the queued bytes become the buffer in flight. */
         char *t = c->out;
         size_t tc = c->out_cap;
-        c->out = c->q;
-        c->out_cap = c->q_cap;
-        c->out_len = c->q_len;
+        c->out = *wq;
+        c->out_cap = *wq_cap;
+        c->out_len = *wq_len;
         c->out_sent = 0;
-        c->q = t;
-        c->q_cap = tc;
-        c->q_len = 0;
+        *wq = t;
+        *wq_cap = tc;
+        *wq_len = 0;
     }
     struct io_uring_sqe *sqe = sink_sqe(s, c, OP_SEND);
     io_uring_prep_send(sqe, c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
@@ -649,8 +754,16 @@ sink_arm_recv(struct sink *s, struct sink_conn *c)
     if (c->lingering)
         c->in_start = c->in_end = 0; /* discarding */
     if (c->in_end - c->in_start > SINK_BACKLOG_MAX ||
-        (c->out_len - c->out_sent) + c->q_len > SINK_OUT_MAX)
+        (c->out_len - c->out_sent) + c->q_len + c->tq_len > SINK_OUT_MAX)
         return;
+    if (c->tls.ssl != NULL) {
+        /* Ciphertext: into its own buffer, decrypted into in afterwards. */
+        struct io_uring_sqe *sqe = sink_sqe(s, c, OP_RECV);
+        io_uring_prep_recv(sqe, c->fd, c->cin, SINK_TLS_RECV, 0);
+        c->recv_buf = c->cin;
+        c->recv_armed = true;
+        return;
+    }
     if (c->in_start == c->in_end)
         c->in_start = c->in_end = 0;
     if (c->in_cap - c->in_end < SINK_RECV_MIN && c->in_start > 0) {
@@ -662,6 +775,7 @@ sink_arm_recv(struct sink *s, struct sink_conn *c)
         sink_grow(&c->in, &c->in_cap, c->in_end + SINK_RECV_MIN);
     struct io_uring_sqe *sqe = sink_sqe(s, c, OP_RECV);
     io_uring_prep_recv(sqe, c->fd, c->in + c->in_end, c->in_cap - c->in_end, 0);
+    c->recv_buf = c->in + c->in_end;
     c->recv_armed = true;
 }
 
@@ -672,7 +786,7 @@ sink_kick(struct sink *s, struct sink_conn *c)
     if (!c->closing) {
         sink_process(s, c);
         sink_flush(s, c);
-        if (c->quit && !c->lingering && !c->send_armed && c->q_len == 0) {
+        if (c->quit && !c->lingering && !c->send_armed && c->q_len == 0 && c->tq_len == 0) {
             /*
              * All replies are out. Half-close and read until the peer closes,
              * so that unread input never turns our FIN into a RST that could
@@ -691,6 +805,7 @@ sink_kick(struct sink *s, struct sink_conn *c)
             close(c->keep_fd);
             c->keep_fd = -1;
         }
+        bench_tls_free(&c->tls);
         bench_histogram_record(&s->st.msgs_per_conn, c->msgs);
         s->st.connections_open--;
         c->in_use = false;
@@ -740,7 +855,9 @@ sink_conn_new(struct sink *s, int fd)
     c->recv_armed = c->send_armed = c->latency_armed = false;
     c->closing = c->quit = c->lingering = c->paused = false;
     c->in_start = c->in_end = 0;
-    c->out_len = c->out_sent = c->q_len = 0;
+    c->out_len = c->out_sent = c->q_len = c->tq_len = 0;
+    c->need_ehlo = false;
+    memset(&c->tls, 0, sizeof(c->tls));
     c->helo[0] = '\0';
     c->msgs = 0;
     c->keep_fd = -1;
@@ -814,11 +931,71 @@ sink_on_recv(struct sink *s, struct sink_conn *c, int res)
     s->st.wire_bytes += (uint64_t)res;
     if (c->lingering)
         return; /* discarded; sink_arm_recv resets the buffer */
+    if (c->tls.ssl != NULL) {
+        /*
+         * Ciphertext, also when the recv was armed into in before STARTTLS
+         * was processed: it completed after the 220 was queued, and what was
+         * pipelined before that has been discarded with in's backlog.
+         */
+        bench_tls_feed(&c->tls, c->recv_buf, (size_t)res);
+        sink_tls_input(s, c);
+        return;
+    }
     /* Room to grow for big messages: a full recv asks for a bigger one. */
     bool full = c->in_end + (size_t)res == c->in_cap;
     c->in_end += (size_t)res;
     if (full && c->in_cap < SINK_IN_MAX && c->in_start == 0)
         sink_grow(&c->in, &c->in_cap, c->in_cap * 2);
+}
+
+/*
+ * Title: TLS on: advance the handshake, then decrypt everything the stream
+ * holds into in (growing it: one recv's worth at most), for sink_process.
+ */
+static void
+sink_tls_input(struct sink *s, struct sink_conn *c)
+{
+    if (!c->tls.done) {
+        enum bench_tls_result r = bench_tls_handshake(&c->tls);
+        if (r == BENCH_TLS_ERROR || r == BENCH_TLS_CLOSED) {
+            if (s->cfg->verbose)
+                fprintf(stderr, "sink: c%u TLS handshake: %s\n", c->slot, c->tls.error);
+            s->st.tls_failures++;
+            sink_close(s, c);
+            return;
+        }
+        if (r == BENCH_TLS_AGAIN)
+            return; /* sink_flush sends what the handshake produced */
+        s->st.tls_handshakes++;
+        if (bench_tls_resumed(&c->tls))
+            s->st.tls_resumed++;
+    }
+    for (;;) {
+        if (c->in_start == c->in_end)
+            c->in_start = c->in_end = 0;
+        if (c->in_cap - c->in_end < SINK_RECV_MIN && c->in_start > 0) {
+            memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
+            c->in_end -= c->in_start;
+            c->in_start = 0;
+        }
+        if (c->in_cap - c->in_end < SINK_RECV_MIN)
+            sink_grow(&c->in, &c->in_cap, c->in_end + SINK_RECV_MIN);
+        long n = bench_tls_read(&c->tls, c->in + c->in_end, c->in_cap - c->in_end);
+        if (n > 0) {
+            c->in_end += (size_t)n;
+            continue;
+        }
+        if (n < 0) {
+            /* close_notify: the client is done; an error: drop it. */
+            if (n == BENCH_TLS_ERROR) {
+                if (s->cfg->verbose)
+                    fprintf(stderr, "sink: c%u TLS read: %s\n", c->slot, c->tls.error);
+                s->st.tls_failures++;
+            }
+            sink_close(s, c);
+        }
+        return;
+    }
 }
 
 static void
@@ -901,6 +1078,11 @@ sink_print_report(struct sink *s, bool final)
                ",\"protocol_errors\":%" PRIu64 ",",
                st->connect_421, st->rcpt_4xx, st->rcpt_5xx, st->data_4xx, st->data_5xx,
                st->store_errors, st->protocol_errors);
+        printf("\"tls\":%s,\"starttls\":%" PRIu64 ",\"tls_handshakes\":%" PRIu64
+               ",\"tls_resumed\":%" PRIu64 ",\"tls_failures\":%" PRIu64
+               ",\"messages_tls\":%" PRIu64 ",",
+               s->tls_ctx ? "true" : "false", st->starttls, st->tls_handshakes, st->tls_resumed,
+               st->tls_failures, st->messages_tls);
         printf("\"msgs_per_conn\":{\"count\":%" PRIu64 ",\"mean\":%.2f,\"p50\":%" PRIu64
                ",\"p90\":%" PRIu64 ",\"p99\":%" PRIu64 ",\"max\":%" PRIu64 ",\"ranges\":{",
                h->total, bench_histogram_mean(h), bench_histogram_percentile(h, 50),
@@ -934,6 +1116,11 @@ sink_print_report(struct sink *s, bool final)
                st->replies[2], st->replies[3], st->replies[4], st->replies[5], st->connect_421,
                st->rcpt_4xx, st->rcpt_5xx, st->data_4xx, st->data_5xx, st->store_errors,
                st->protocol_errors);
+        if (s->tls_ctx)
+            printf("  tls: %" PRIu64 " STARTTLS, %" PRIu64 " handshakes (%" PRIu64
+                   " resumed), %" PRIu64 " failed; %" PRIu64 " of the messages over TLS\n",
+                   st->starttls, st->tls_handshakes, st->tls_resumed, st->tls_failures,
+                   st->messages_tls);
         printf("  messages per connection: n=%" PRIu64 " mean=%.2f p50=%" PRIu64 " p90=%" PRIu64
                " max=%" PRIu64 "\n   ",
                h->total, bench_histogram_mean(h), bench_histogram_percentile(h, 50),
@@ -1067,6 +1254,8 @@ sink_usage(FILE *fp)
             "  --max-size BYTES      SIZE limit (default 67108864)\n"
             "  --report-every SEC    print a report every SEC seconds\n"
             "  --exit-after N        exit once N messages were accepted and answered\n"
+            "  --tls-cert FILE       offer STARTTLS with this PEM certificate (chain)\n"
+            "  --tls-key FILE        its private key (default: in the --tls-cert file)\n"
             "  --json                reports as JSON lines\n"
             "  -v, --verbose         errors to stderr; twice: every command\n"
             "Reports on SIGINT/SIGTERM and at exit. Port 0 picks a free port; the\n"
@@ -1136,6 +1325,8 @@ main(int argc, char **argv)
         {"max-size", required_argument, NULL, 'm'},
         {"report-every", required_argument, NULL, 'e'},
         {"exit-after", required_argument, NULL, 'x'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
         {"json", no_argument, NULL, 'j'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -1167,6 +1358,8 @@ main(int argc, char **argv)
         case 'm': cfg.max_size = strtoull(optarg, &end, 10); break;
         case 'e': cfg.report_every = strtod(optarg, &end); break;
         case 'x': cfg.exit_after = strtoull(optarg, &end, 10); break;
+        case 'C': cfg.tls_cert = optarg; break;
+        case 'K': cfg.tls_key = optarg; break;
         case 'j': cfg.json = true; break;
         case 'v': cfg.verbose++; break;
         case 'h': sink_usage(stdout); return 0;
@@ -1176,6 +1369,7 @@ main(int argc, char **argv)
             bad = true;
     }
     if (bad || optind != argc || listen_at == NULL || cfg.report_every < 0 ||
+        (cfg.tls_key != NULL && cfg.tls_cert == NULL) ||
         cfg.rcpt_4xx + cfg.rcpt_5xx > 100 || cfg.data_4xx + cfg.data_5xx > 100) {
         sink_usage(stderr);
         return 2;
@@ -1192,6 +1386,15 @@ main(int argc, char **argv)
     struct sink *s = xcalloc(1, sizeof(*s));
     s->cfg = &cfg;
     s->fsync_fd = -1;
+    if (cfg.tls_cert != NULL) {
+        char err[512];
+        s->tls_ctx = bench_tls_server_ctx(cfg.tls_cert, cfg.tls_key ? cfg.tls_key : cfg.tls_cert,
+                                          err, sizeof(err));
+        if (s->tls_ctx == NULL) {
+            fprintf(stderr, "sink: --tls-cert: %s\n", err);
+            return 2;
+        }
+    }
     bench_histogram_init(&s->st.msgs_per_conn);
     if (cfg.fsync && cfg.keep == NULL) {
         const char *dir = cfg.fsync_dir ? cfg.fsync_dir : getenv("TMPDIR");
@@ -1253,6 +1456,9 @@ main(int argc, char **argv)
         struct sink_conn *c = s->conns[i];
         if (c->in_use && c->fd >= 0)
             close(c->fd);
+        bench_tls_free(&c->tls);
+        xfree(c->cin);
+        xfree(c->tq);
         xfree(c->in);
         xfree(c->out);
         xfree(c->q);
@@ -1265,6 +1471,7 @@ main(int argc, char **argv)
     close(s->lfd);
     if (s->fsync_fd >= 0)
         close(s->fsync_fd);
+    bench_tls_ctx_free(s->tls_ctx);
     xfree(s);
     return 0;
 }

@@ -73,6 +73,21 @@ Test(bench_reply, gives_the_same_replies_for_any_split)
     }
 }
 
+Test(bench_reply, notes_starttls_only_as_a_keyword)
+{
+    char out[128];
+    unsigned ext = 0;
+    codes("250-sink.test greets you\r\n250-STARTTLS\r\n250 8BITMIME\r\n", 0, out, &ext);
+    cr_assert_str_eq(out, "250 ");
+    cr_assert_eq(ext, BENCH_REPLY_EXT_STARTTLS | BENCH_REPLY_EXT_8BITMIME);
+    ext = 0;
+    codes("250-sink.test\r\n250 STARTTLSX\r\n220 STARTTLS ready\r\n250 STARTTLS\r\n", 0,
+          out, &ext);
+    /* Not "STARTTLSX"; not the first line of a reply (the domain or a text). */
+    cr_assert_str_eq(out, "250 220 250 ");
+    cr_assert_eq(ext, 0);
+}
+
 Test(bench_reply, accepts_a_bare_code_and_bare_lf)
 {
     char out[64];
