@@ -79,6 +79,7 @@ struct config_setting {
 _Static_assert(sizeof(enum durability) == sizeof(int), "enum durability is an int");
 _Static_assert(DURABILITY_FSYNC == 0 && DURABILITY_NONE == 1, "durability order");
 static const char *const config_durability_words[] = {"fsync", "none", NULL};
+static const char *const config_send_zerocopy_words[] = {"auto", "yes", "no", NULL};
 _Static_assert(sizeof(enum tls_level) == sizeof(int), "enum tls_level is an int");
 _Static_assert(TLS_LEVEL_NONE == 0 && TLS_LEVEL_MAY == 1 && TLS_LEVEL_ENCRYPT == 2,
                "tls_level order");
@@ -236,6 +237,11 @@ static const struct config_setting config_table[] = {
             "How long an idle outbound connection is kept for the next message"),
     SETTING("smtp_connect_timeout", TIME(smtp_connect_timeout_ms), "30s",
             "Outbound TCP connection timeout"),
+    SETTING("smtp_send_zerocopy", ENUM(smtp_send_zerocopy, enum send_zerocopy), "auto",
+            "Message bodies by zero-copy send (IORING_OP_SEND_ZC) in pieces of at least "
+            "64 KiB: auto = to peers off loopback (where the kernel copies anyway); "
+            "yes = to every peer; no = never",
+            .choices = config_send_zerocopy_words),
     SETTING("smtp_helo_timeout", TIME(smtp_helo_timeout_ms), "300s",
             "Wait for the greeting and the EHLO reply (RFC 5321 4.5.3.2: 5 min)"),
     SETTING("smtp_mail_timeout", TIME(smtp_mail_timeout_ms), "300s",

@@ -46,6 +46,9 @@ extern const char *const config_tls_level_words[];
 
 enum durability { DURABILITY_FSYNC = 0, DURABILITY_NONE };
 
+/* smtp_send_zerocopy: how message bodies go out (io/delivery.c). */
+enum send_zerocopy { SEND_ZEROCOPY_AUTO = 0, SEND_ZEROCOPY_YES, SEND_ZEROCOPY_NO };
+
 struct config {
     /* identity */
     char *hostname;                     /* "" = the system's host name */
@@ -110,6 +113,7 @@ struct config {
     bool smtp_tls_auth_only;            /* credentials only over TLS */
     uint64_t smtp_connection_reuse_time_ms;   /* idle connection kept for reuse */
     uint64_t smtp_connect_timeout_ms;
+    enum send_zerocopy smtp_send_zerocopy;
     uint64_t smtp_helo_timeout_ms;      /* banner and EHLO replies */
     uint64_t smtp_mail_timeout_ms;      /* MAIL and RCPT replies */
     uint64_t smtp_data_init_timeout_ms; /* reply to DATA */

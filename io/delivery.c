@@ -92,6 +92,8 @@ struct outconn {
     bool last_is_session;       /* last_error/last_enh: an SMTP/TLS failure, not a connect one */
     char last_enh[12];
     bool sending_body;
+    bool send_zc;               /* bodies by SEND_ZC on this connection */
+    bool zc_in_flight;          /* the send in flight is a SEND_ZC */
     /* where to connect */
     struct netaddr addrs[OUT_MAX_ADDRS];
     char names[OUT_MAX_ADDRS][64];
@@ -596,6 +598,50 @@ out_arm_recv(struct worker *w, struct outconn *oc)
     oc->inflight++;
 }
 
+/*
+ * SEND_ZC pins the pages of the mapping instead of copying them into the
+ * socket buffer; it pays for large pieces on a real NIC. Two completions:
+ * the result (IORING_CQE_F_MORE set), then a notification (F_NOTIF) once the
+ * kernel no longer needs the pages. The connection lives until both are in
+ * (inflight); the pages themselves stay valid while pinned even if the
+ * segment is unmapped or removed meanwhile.
+ */
+#define OUT_ZC_MIN (64u << 10)
+static atomic_bool out_zc_unsupported;   /* the kernel said EINVAL/EOPNOTSUPP */
+
+static bool
+out_zc_wanted(const struct worker *w, const struct sockaddr_storage *sa)
+{
+    switch (w->d->cfg->smtp_send_zerocopy) {
+    case SEND_ZEROCOPY_NO:
+        return false;
+    case SEND_ZEROCOPY_YES:
+        return !atomic_load(&out_zc_unsupported);
+    case SEND_ZEROCOPY_AUTO:
+        break;
+    }
+    if (atomic_load(&out_zc_unsupported))
+        return false;
+    /* Loopback copies in any case (and then SEND_ZC only adds work). */
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        return (ntohl(sin->sin_addr.s_addr) >> 24) != 127;
+    }
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+    return !IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr) && !IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr);
+}
+
+static void
+out_send_zc(struct worker *w, struct outconn *oc, const void *p, size_t n)
+{
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    io_uring_prep_send_zc(sqe, oc->fd, p, n, MSG_NOSIGNAL, 0);
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_OUT, &oc->op_send));
+    oc->send_armed = true;
+    oc->zc_in_flight = true;
+    oc->inflight++;
+}
+
 static void
 out_send_raw(struct worker *w, struct outconn *oc, const void *p, size_t n)
 {
@@ -999,14 +1045,17 @@ out_send_body(struct worker *w, struct outconn *oc)
         }
         const uint8_t *p = x->seg->base + x->off + oc->body_off;
         if (!stuff) {
-            /* Zero-copy from the page cache: the kernel copies once into the
-             * socket buffer. XXX: SEND_ZC for large bodies. */
+            /* From the mapping, no copy in user space: the kernel copies
+             * once into the socket buffer, or not at all with SEND_ZC. */
             size_t piece = oc->tls_on ? OUT_TLS_PIECE : (1u << 20);
             size_t n = left > piece ? piece : (size_t)left;
             oc->body_off += n;
             oc->body_sent_total += n;
             oc->body_pending = n;
-            out_send(w, oc, p, n);
+            if (!oc->tls_on && oc->send_zc && n >= OUT_ZC_MIN)
+                out_send_zc(w, oc, p, n);
+            else
+                out_send(w, oc, p, n);
             return;
         }
         if (oc->stuff == NULL) {
@@ -1248,6 +1297,7 @@ delivery_on_cqe(struct worker *w, void *ptr, struct io_uring_cqe *cqe)
             break;
         }
         oc->phase = OUT_SMTP;
+        oc->send_zc = out_zc_wanted(w, &oc->sa);
         smtp_client_init(&oc->smtp, w->d->cfg, w->d->hostname, worker_mono_ms());
         oc->smtp_inited = true;
         out_tls_configure(w, oc);
@@ -1270,7 +1320,22 @@ delivery_on_cqe(struct worker *w, void *ptr, struct io_uring_cqe *cqe)
         }
         break;
     case OUT_SEND:
+        if (cqe->flags & IORING_CQE_F_NOTIF)
+            break;              /* SEND_ZC: the kernel let go of the pages */
+        if (cqe->flags & IORING_CQE_F_MORE)
+            oc->inflight++;     /* ...and that notification is still to come */
         oc->send_armed = false;
+        if (oc->zc_in_flight) {
+            oc->zc_in_flight = false;
+            if (res == -EOPNOTSUPP || res == -EINVAL) {
+                /* No SEND_ZC here: the piece goes again by plain send. */
+                atomic_store(&out_zc_unsupported, true);
+                oc->send_zc = false;
+                log_info("%s: zero-copy send not supported (%s): plain sends", oc->peer,
+                         strerror(-res));
+                res = 0;
+            }
+        }
         if (oc->phase != OUT_SMTP)
             break;
         if (res < 0) {
