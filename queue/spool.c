@@ -202,6 +202,17 @@ spool_wants_segment(const struct spool *sp)
 }
 
 /* Writes the segment header and makes seg current, or the spare. */
+/* The spool's list of its segments (one reference each). */
+static void
+spool_all_add(struct spool *sp, struct spool_segment *seg)
+{
+    if (sp->nall == sp->capall) {
+        sp->capall = sp->capall ? sp->capall * 2 : 8;
+        sp->all = xrealloc(sp->all, sp->capall * sizeof *sp->all);
+    }
+    sp->all[sp->nall++] = seg;
+}
+
 struct spool_segment *
 spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size_t size,
                      uint64_t salt)
@@ -230,11 +241,7 @@ spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size
     le_put_u64(h + 24, salt);
     le_put_u32(h + 60, crc32c(0, h, 60));
 
-    if (sp->nall == sp->capall) {
-        sp->capall = sp->capall ? sp->capall * 2 : 8;
-        sp->all = xrealloc(sp->all, sp->capall * sizeof *sp->all);
-    }
-    sp->all[sp->nall++] = seg;
+    spool_all_add(sp, seg);
     if (seq >= sp->next_seq)
         sp->next_seq = seq + 1;
 
@@ -972,9 +979,5 @@ spool_adopt_segment(struct spool *sp, struct spool_segment *seg)
     spool_segment_get(seg);
     seg->sealed = true;
     seg->owner = sp;
-    if (sp->nall == sp->capall) {
-        sp->capall = sp->capall ? sp->capall * 2 : 8;
-        sp->all = xrealloc(sp->all, sp->capall * sizeof *sp->all);
-    }
-    sp->all[sp->nall++] = seg;
+    spool_all_add(sp, seg);
 }
