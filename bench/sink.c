@@ -745,6 +745,21 @@ sink_flush(struct sink *s, struct sink_conn *c)
     s->sending++;
 }
 
+/* Title: at least SINK_RECV_MIN free bytes at the end of in (compact first, then grow). */
+static void
+sink_in_reserve(struct sink_conn *c)
+{
+    if (c->in_start == c->in_end)
+        c->in_start = c->in_end = 0;
+    if (c->in_cap - c->in_end < SINK_RECV_MIN && c->in_start > 0) {
+        memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
+        c->in_end -= c->in_start;
+        c->in_start = 0;
+    }
+    if (c->in_cap - c->in_end < SINK_RECV_MIN)
+        sink_grow(&c->in, &c->in_cap, c->in_end + SINK_RECV_MIN);
+}
+
 /* Title: keep one recv armed, unless the peer is far ahead of us (backpressure). */
 static void
 sink_arm_recv(struct sink *s, struct sink_conn *c)
@@ -764,15 +779,7 @@ sink_arm_recv(struct sink *s, struct sink_conn *c)
         c->recv_armed = true;
         return;
     }
-    if (c->in_start == c->in_end)
-        c->in_start = c->in_end = 0;
-    if (c->in_cap - c->in_end < SINK_RECV_MIN && c->in_start > 0) {
-        memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
-        c->in_end -= c->in_start;
-        c->in_start = 0;
-    }
-    if (c->in_cap - c->in_end < SINK_RECV_MIN)
-        sink_grow(&c->in, &c->in_cap, c->in_end + SINK_RECV_MIN);
+    sink_in_reserve(c);
     struct io_uring_sqe *sqe = sink_sqe(s, c, OP_RECV);
     io_uring_prep_recv(sqe, c->fd, c->in + c->in_end, c->in_cap - c->in_end, 0);
     c->recv_buf = c->in + c->in_end;
@@ -971,15 +978,7 @@ sink_tls_input(struct sink *s, struct sink_conn *c)
             s->st.tls_resumed++;
     }
     for (;;) {
-        if (c->in_start == c->in_end)
-            c->in_start = c->in_end = 0;
-        if (c->in_cap - c->in_end < SINK_RECV_MIN && c->in_start > 0) {
-            memmove(c->in, c->in + c->in_start, c->in_end - c->in_start);
-            c->in_end -= c->in_start;
-            c->in_start = 0;
-        }
-        if (c->in_cap - c->in_end < SINK_RECV_MIN)
-            sink_grow(&c->in, &c->in_cap, c->in_end + SINK_RECV_MIN);
+        sink_in_reserve(c);
         long n = bench_tls_read(&c->tls, c->in + c->in_end, c->in_cap - c->in_end);
         if (n > 0) {
             c->in_end += (size_t)n;
