@@ -140,6 +140,15 @@ segfile_allocate(int fd, size_t size)
     return rc ? -rc : 0;
 }
 
+void *
+segfile_map_append(int fd, size_t size)
+{
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base != MAP_FAILED)
+        (void)madvise(base, size, MADV_RANDOM); /* only a hint: it cannot fail here */
+    return base;
+}
+
 int
 segfile_create(const char *spool_dir, uint32_t worker, uint64_t seq, size_t size,
                int *fdp, uint8_t **basep)
@@ -169,7 +178,7 @@ segfile_create(const char *spool_dir, uint32_t worker, uint64_t seq, size_t size
         rc = segfile_fsync_dir(dir);
     uint8_t *base = MAP_FAILED;
     if (rc == 0) {
-        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        base = segfile_map_append(fd, size);
         if (base == MAP_FAILED)
             rc = -errno;
     }

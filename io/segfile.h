@@ -42,6 +42,16 @@ uint64_t segfile_salt(void);
 int segfile_create(const char *spool_dir, uint32_t worker, uint64_t seq, size_t size,
                    int *fd, uint8_t **base);
 
+/*
+ * Maps a new (fallocated) segment read-write for appending: MAP_SHARED, and
+ * MADV_RANDOM so that page faults put single 4 KiB pages in the page cache.
+ * Without it, fault readahead builds large folios (up to 2 MiB on ext4 since
+ * Linux 6.16). A folio is written back whole, so each group commit's
+ * fdatasync wrote megabytes for the few KiB appended since the last one.
+ * Returns MAP_FAILED with errno set on failure, like mmap.
+ */
+void *segfile_map_append(int fd, size_t size);
+
 /* One segment file found in <spool_dir>/seg. */
 struct segfile_entry {
     char name[64];          /* "w0-000000000000002a.seg" */

@@ -133,7 +133,7 @@ static int
 worker_attach_segment(struct worker *w, int fd, uint64_t seq)
 {
     size_t size = w->d->cfg->spool_segment_size;
-    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *base = segfile_map_append(fd, size);
     if (base == MAP_FAILED) {
         int e = errno;
         close(fd);
