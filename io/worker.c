@@ -314,12 +314,17 @@ worker_on_prep(struct worker *w, enum io_op op, int res)
 
 /* --- group commit ------------------------------------------------------- */
 
-/* One fdatasync per segment with unsynced commits and none in flight. */
+/*
+ * One fdatasync per segment with unsynced records and none in flight. After
+ * each batch only where a client waits for its 250 (all: false); on the tick,
+ * and while draining, every unsynced record (all: true), so the delivery
+ * records nobody waits for at once are durable within a tick at the latest.
+ */
 static void
-worker_submit_syncs(struct worker *w)
+worker_submit_syncs(struct worker *w, bool all)
 {
     struct spool_segment *segs[8];
-    size_t n = spool_sync_wanted(w->spool, segs, 8);
+    size_t n = all ? spool_sync_wanted(w->spool, segs, 8) : spool_sync_awaited(w->spool, segs, 8);
     for (size_t i = 0; i < n; i++) {
         struct io_uring_sqe *sqe = worker_sqe(w);
         io_uring_prep_fsync(sqe, segs[i]->fd, IORING_FSYNC_DATASYNC);
@@ -494,6 +499,7 @@ worker_on_tick(struct worker *w)
     worker_prepare_segment(w);
     worker_remove_segments(w);
     delivery_tick(w);
+    worker_submit_syncs(w, true);
     /* While draining too: linger timeouts and deadlines run on the tick, and
      * without it a client that never closes would keep the daemon from
      * exiting. Sessions that were waiting for their commit when the stop
@@ -596,7 +602,7 @@ worker_after_batch(struct worker *w)
      * before the syncs are submitted, so one fsync covers them all. */
     delivery_pump(w);
     spool_retire_pump(w->spool);
-    worker_submit_syncs(w);
+    worker_submit_syncs(w, atomic_load(&w->d->stopping));
     /* The spare segment as soon as the current one passes half, not at the
      * next tick: under load the rest of a segment fills in less than a tick,
      * and without a spare the next message would get 452. */

@@ -414,11 +414,14 @@ spool_pending_add(struct spool *sp, struct spool_segment *seg)
     sp->pending[sp->npending++] = seg;
 }
 
-/* A commit touched seg: returns the generation the waiter needs. */
+/* A record went into seg: returns the generation its waiter needs. awaited:
+ * a client waits for it (a message commit), so it wants an fsync now. */
 static uint64_t
-spool_dirty(struct spool *sp, struct spool_segment *seg)
+spool_dirty(struct spool *sp, struct spool_segment *seg, bool awaited)
 {
     seg->dirty_gen++;
+    if (awaited)
+        seg->awaited_gen = seg->dirty_gen;
     if (sp->nosync)
         seg->sync_gen = seg->dirty_gen;
     else
@@ -426,8 +429,8 @@ spool_dirty(struct spool *sp, struct spool_segment *seg)
     return seg->dirty_gen;
 }
 
-size_t
-spool_sync_wanted(struct spool *sp, struct spool_segment **segs, size_t max)
+static size_t
+spool_sync_select(struct spool *sp, struct spool_segment **segs, size_t max, bool awaited_only)
 {
     size_t n = 0, keep = 0;
     for (size_t i = 0; i < sp->npending; i++) {
@@ -436,11 +439,24 @@ spool_sync_wanted(struct spool *sp, struct spool_segment **segs, size_t max)
         if (seg->failed || (!dirty && seg->sync_inflight_gen == 0))
             continue; /* drop: re-added on the next commit */
         sp->pending[keep++] = seg;
-        if (dirty && seg->sync_inflight_gen == 0 && n < max)
+        bool wanted = awaited_only ? seg->awaited_gen > seg->sync_gen : dirty;
+        if (wanted && seg->sync_inflight_gen == 0 && n < max)
             segs[n++] = seg;
     }
     sp->npending = keep;
     return n;
+}
+
+size_t
+spool_sync_wanted(struct spool *sp, struct spool_segment **segs, size_t max)
+{
+    return spool_sync_select(sp, segs, max, false);
+}
+
+size_t
+spool_sync_awaited(struct spool *sp, struct spool_segment **segs, size_t max)
+{
+    return spool_sync_select(sp, segs, max, true);
 }
 
 void
@@ -717,7 +733,7 @@ spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
     }
     for (unsigned i = 0; i < m->nsegs; i++) {
         ticket->seg[i] = m->segs[i];
-        ticket->gen[i] = spool_dirty(sp, m->segs[i]);
+        ticket->gen[i] = spool_dirty(sp, m->segs[i], true);
         if (holds != NULL)
             spool_holdset_add(holds, m->segs[i]);
     }
@@ -791,7 +807,7 @@ spool_append_ticketed(struct spool *sp, uint8_t type, uint64_t qid, const void *
         return rc;
     if (hs != NULL)
         spool_holdset_add(hs, seg);   /* a restart needs this record */
-    uint64_t gen = spool_dirty(sp, seg);
+    uint64_t gen = spool_dirty(sp, seg, false);
     if (t) {
         t->n = 1;
         t->seg[0] = seg;
@@ -923,7 +939,7 @@ spool_retire_pump(struct spool *sp)
              * message touched) must stay until a restart sorts it out. */
             r->gen = UINT64_MAX;
         } else {
-            r->gen = spool_dirty(sp, seg);
+            r->gen = spool_dirty(sp, seg, false);
         }
         r->next = sp->retire_wait;
         sp->retire_wait = r;

@@ -105,6 +105,7 @@ struct spool_segment {
     uint64_t dirty_gen;         /* bumped by each commit into this segment */
     uint64_t sync_gen;          /* highest generation made durable */
     uint64_t sync_inflight_gen; /* generation an in-flight fsync covers, or 0 */
+    uint64_t awaited_gen;       /* highest generation of a commit a client waits for */
     bool failed;                /* fsync failed: never claim these bytes */
     bool sealed;                /* no more appends */
     bool removing;              /* the file is being unlinked (owner only) */
@@ -267,9 +268,17 @@ void spool_extents_release(struct spool_extent *e, uint32_t n);
 /* Abandons the message (client gone, message rejected). Frees m. */
 void spool_msg_abort(struct spool_msg *m);
 
-/* Segments with commits not yet covered by an fsync. Fills up to max, returns
+/* Segments with records not yet covered by an fsync. Fills up to max, returns
  * the count; io/ submits one fdatasync for each and reports back. */
 size_t spool_sync_wanted(struct spool *sp, struct spool_segment **segs, size_t max);
+/*
+ * The same, limited to segments holding a message commit that a client waits
+ * for (its 250). Records nobody waits for at once (RCPT_STATUS, DONE, ABORT,
+ * RETIRED) ride the next fsync of their segment, or the next call of
+ * spool_sync_wanted (io/ does one per tick), so they cost no fsync of their
+ * own under load and never delay a commit.
+ */
+size_t spool_sync_awaited(struct spool *sp, struct spool_segment **segs, size_t max);
 /* io/ submitted an fsync for seg covering everything committed so far. */
 void spool_sync_started(struct spool_segment *seg);
 /* The fsync completed with res (0 or -errno). On error the segment is marked

@@ -258,6 +258,9 @@ class OutboundTlsTest(DaemonTest):
         self.assertEqual(also_plain.txns[0]["rcpts"], ["c@other.example"])
         wait_for(lambda: "dsn=4.7.4, status=deferred" in d.log(), 20, "the deferral")
         self.assertIn("TLS is required, but was not offered", d.log())
+        # The two delivered messages leave the queue once their status
+        # records are durable: they ride the next fsync, a tick at the latest.
+        wait_for(lambda: len(d.spool_list()) == 1, 10, "the delivered messages to leave the queue")
         rows = d.spool_list()
         self.assertEqual(len(rows), 1)
         self.assertEqual(plain.count(), 0)   # never sent in plaintext
@@ -284,6 +287,7 @@ class OutboundTlsTest(DaemonTest):
                  "the verification failure")
         self.assertIn(", verified", d.log())
         self.assertEqual(bad.count(), 0)
+        wait_for(lambda: len(d.spool_list()) == 1, 10, "the delivered message to leave the queue")
         self.assertEqual(len(d.spool_list()), 1)
 
     def test_plaintext_injected_after_the_220_is_dropped(self):

@@ -737,6 +737,46 @@ Test(spool, ticket_waits_for_the_fsync_that_covers_it)
     spool_free(sp);
 }
 
+Test(spool, status_records_ride_the_next_fsync_instead_of_asking_for_one)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_segment *want[4];
+    struct spool_msg *m;
+    struct spool_ticket tc, ts, td;
+
+    cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_commit(m, &tc), 0);
+    spool_sync_started(seg);
+    spool_sync_done(sp, seg, 0);
+    cr_assert_eq(spool_ticket_state(&tc), 1);
+
+    /* Delivery records: nobody waits for them at once, so no fsync is
+     * awaited for them; the tick's full pass still picks them up. */
+    cr_assert_eq(spool_append_rcpt_status(sp, 1, 0, RCPT_DELIVERED, 0, 0, NULL, &ts), 0);
+    cr_assert_eq(spool_append_done(sp, 1, NULL, &td), 0);
+    cr_assert_eq(spool_sync_awaited(sp, want, 4), 0);
+    cr_assert_eq(spool_ticket_state(&ts), 0);
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 1);
+    cr_assert_eq(want[0], seg);
+
+    /* A commit a client waits for asks for the fsync, and it covers the
+     * status records written before it. */
+    cr_assert_eq(spool_msg_begin(sp, 2, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_commit(m, &tc), 0);
+    cr_assert_eq(spool_sync_awaited(sp, want, 4), 1);
+    cr_assert_eq(want[0], seg);
+    spool_sync_started(seg);
+    spool_sync_done(sp, seg, 0);
+    cr_assert_eq(spool_ticket_state(&tc), 1);
+    cr_assert_eq(spool_ticket_state(&ts), 1);
+    cr_assert_eq(spool_ticket_state(&td), 1);
+    cr_assert_eq(spool_sync_awaited(sp, want, 4), 0);
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 0);
+    spool_free(sp);
+}
+
 Test(spool, one_fsync_covers_a_batch_of_commits)
 {
     struct spool *sp = spool_new(0, 1 << 20);
