@@ -440,11 +440,13 @@ conn_committed(struct worker *w, struct conn *c, int res)
     char id[17];
     smtp_qid_format(c->pending_qid, id);
     if (res == 0 && c->pending_env != NULL) {
-        char from[300];
-        log_escape(from, sizeof from, c->pending_env->sender, strlen(c->pending_env->sender));
-        log_info("%s: from=<%s>, size=%llu, nrcpt=%u, client=[%s], helo=%s", id, from,
-                 (unsigned long long)c->pending_body_len, c->pending_env->nrcpt,
-                 c->smtp.client_text, c->smtp.helo);
+        if (log_get_level() >= LOG_INFO) {   /* else skip the escaping too */
+            char from[300];
+            log_escape(from, sizeof from, c->pending_env->sender, strlen(c->pending_env->sender));
+            log_info("%s: from=<%s>, size=%llu, nrcpt=%u, client=[%s], helo=%s", id, from,
+                     (unsigned long long)c->pending_body_len, c->pending_env->nrcpt,
+                     c->smtp.client_text, c->smtp.helo);
+        }
         struct queue_msg *m =
             queue_msg_new(c->pending_qid, c->pending_env, c->pending_body_len, c->pending_flags,
                           c->pending_body, c->pending_nbody, &c->pending_holds);

@@ -234,6 +234,8 @@ out_class_word(uint8_t outcome)
 static void
 out_log_result(struct outconn *oc, struct scheduler_job *job, uint32_t i, uint64_t now)
 {
+    if (log_get_level() < LOG_INFO)
+        return;   /* not logged: skip the escaping too */
     const struct queue_msg *m = job->entry->msg;
     const struct scheduler_result *r = &job->results[i];
     char id[17], to[300], text[300];
