@@ -5,8 +5,8 @@
  * line break: a bare LF or CR is recorded as a violation and the scan stays
  * "inside a line", so no sequence built from bare line ends can complete the
  * CRLF "." CRLF terminator (SMTP smuggling). The fast path skips runs of
- * ordinary octets with memchr-free pointer arithmetic; the slow path handles
- * CR, LF, the dot at line start and header-name matching.
+ * ordinary octets with memchr (scan_next_break); the slow path handles CR,
+ * LF, the dot at line start and header-name matching.
  */
 #include "data_scan.h"
 
@@ -68,6 +68,23 @@ scan_text_octet(struct data_scan *s, uint8_t c)
     s->state = SCAN_TEXT;
 }
 
+/*
+ * The first CR or LF in p[i..n), or n. *lf caches the position of the next
+ * LF at or after i (n when there is none; stale when below i), so a run of
+ * bare CRs never scans the rest of the buffer again for the LF: both
+ * searches only ever move forward, and the whole feed stays linear.
+ */
+static inline size_t
+scan_next_break(const uint8_t *p, size_t i, size_t n, size_t *lf)
+{
+    if (*lf < i) {
+        const uint8_t *q = memchr(p + i, '\n', n - i);
+        *lf = q != NULL ? (size_t)(q - p) : n;
+    }
+    const uint8_t *cr = memchr(p + i, '\r', *lf - i);
+    return cr != NULL ? (size_t)(cr - p) : *lf;
+}
+
 /* Adds octets of the header section and checks its limit. */
 static void
 scan_header_bytes(struct data_scan *s, size_t n)
@@ -86,6 +103,7 @@ data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end)
      * the header; otherwise a whole header section arriving in one read
      * was never measured. */
     bool hdr = s->in_header;
+    size_t lf = 0;   /* scan_next_break's cache: stale until first used (i >= 1) */
     *end = false;
     while (i < n) {
         uint8_t c = p[i++];
@@ -114,9 +132,7 @@ data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end)
             } else {
                 /* Fast path: run of ordinary octets outside header matching. */
                 if (s->hdr_match >= sizeof received_name - 1 || !s->in_header) {
-                    size_t j = i;
-                    while (j < n && p[j] != '\r' && p[j] != '\n')
-                        j++;
+                    size_t j = scan_next_break(p, i, n, &lf);
                     s->line_len += (uint32_t)(j - i + 1);
                     i = j;
                 } else {

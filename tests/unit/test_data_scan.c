@@ -633,3 +633,53 @@ Test(data_scan, raw_body_ending_in_a_lone_cr_is_a_bare_cr)
     data_scan_finish(&s);
     cr_assert_eq(s.flags, 0, "a last line without a line end is fine");
 }
+
+/* --- the memchr fast path ------------------------------------------------- */
+
+/* A body of bare CRs and no LF: the fast path looks for the next LF once per
+ * feed, not once per CR (quadratic, minutes for this input), and every CR is
+ * a violation that never ends a line. */
+Test(data_scan, a_megabyte_of_bare_crs_without_lf_is_scanned_once)
+{
+    size_t n = 1u << 20;
+    uint8_t *p = malloc(n);
+    cr_assert_not_null(p);
+    memcpy(p, "Subject: x\r\n\r\n", 14);
+    for (size_t i = 14; i < n; i++)
+        p[i] = (i & 1) ? '\r' : 'a';
+    struct data_scan s;
+    data_scan_init(&s, DATA_SCAN_DOT, 0, HDR_LIMIT);
+    bool end = true;
+    cr_assert_eq(data_scan_feed(&s, p, n, &end), n);
+    cr_assert_not(end);
+    cr_assert(s.flags & DATA_SCAN_BARE_CR);
+    cr_assert_not(s.flags & DATA_SCAN_BARE_LF);
+    /* One line: a bare CR never ends it. The last CR still waits to see
+     * whether an LF follows, so it is not counted yet. */
+    cr_assert_eq(s.line_len, n - 14 - 1);
+    free(p);
+}
+
+/* Long ordinary lines are measured exactly by the fast path: 998 passes,
+ * 999 is flagged, at any chunking. */
+Test(data_scan, fast_path_measures_long_lines_exactly)
+{
+    for (size_t chunk = 0; chunk <= 7; chunk += 7) {
+        for (size_t len = 998; len <= 999; len++) {
+            size_t n = 14 + len + 2 + 3;
+            char *p = malloc(n);
+            cr_assert_not_null(p);
+            memcpy(p, "Subject: x\r\n\r\n", 14);
+            memset(p + 14, 'y', len);
+            memcpy(p + 14 + len, "\r\n.\r\n", 5);
+            struct data_scan s;
+            init_dot(&s);
+            struct feed_result r = feed_chunked(&s, p, n, chunk);
+            cr_assert(r.end);
+            cr_assert_eq(r.consumed, n);
+            cr_assert_eq(!!(s.flags & DATA_SCAN_LONG_LINE), len > LINE_LIMIT,
+                         "len %zu chunk %zu", len, chunk);
+            free(p);
+        }
+    }
+}
