@@ -134,6 +134,17 @@ data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end)
                 if (s->hdr_match >= sizeof received_name - 1 || !s->in_header) {
                     size_t j = scan_next_break(p, i, n, &lf);
                     s->line_len += (uint32_t)(j - i + 1);
+                    /* Body lines in a row: CRLF and an ordinary octet end
+                     * this line and start the next without a round of the
+                     * state machine per octet (a dot, CR or LF takes it). */
+                    while (!s->in_header && j + 2 < n && p[j] == '\r' && p[j + 1] == '\n'
+                           && p[j + 2] != '.' && p[j + 2] != '\r' && p[j + 2] != '\n') {
+                        scan_end_line(s);
+                        size_t k = j + 3;   /* p[j + 2] opens the new line */
+                        j = scan_next_break(p, k, n, &lf);
+                        s->line_len = (uint32_t)(j - k + 1);
+                        s->state = SCAN_TEXT;
+                    }
                     i = j;
                 } else {
                     scan_text_octet(s, c);
