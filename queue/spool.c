@@ -15,7 +15,7 @@
  *   tail record of the current segment may shrink (seal) or vanish (abort),
  *   and the octets given back are zeroed first, so the free part of a
  *   segment stays zeros and recovery never mistakes it for damage.
- * - dirty_gen grows with each commit touching a segment; a ticket waits for
+ * - dirty_gen grows with each record touching a segment; a ticket waits for
  *   sync_gen >= its generation. An fsync covers what was committed when it
  *   was submitted (spool_sync_started), never more.
  * - A failed fsync is final (RELIABILITY "fsyncgate"): the segment is

@@ -102,7 +102,7 @@ struct spool_segment {
     size_t tail;                /* next free offset (owner only) */
     atomic_uint refs;           /* mapping lifetime; last put unmaps */
     /* group commit bookkeeping (owner thread only) */
-    uint64_t dirty_gen;         /* bumped by each commit into this segment */
+    uint64_t dirty_gen;         /* bumped by each record written into this segment */
     uint64_t sync_gen;          /* highest generation made durable */
     uint64_t sync_inflight_gen; /* generation an in-flight fsync covers, or 0 */
     uint64_t awaited_gen;       /* highest generation of a commit a client waits for */
@@ -276,7 +276,8 @@ size_t spool_sync_wanted(struct spool *sp, struct spool_segment **segs, size_t m
  * for (its 250). Records nobody waits for at once (RCPT_STATUS, DONE, ABORT,
  * RETIRED) ride the next fsync of their segment, or the next call of
  * spool_sync_wanted (io/ does one per tick), so they cost no fsync of their
- * own under load and never delay a commit.
+ * own under load; a commit waits behind one only when it arrives during the
+ * tick's fsync.
  */
 size_t spool_sync_awaited(struct spool *sp, struct spool_segment **segs, size_t max);
 /* io/ submitted an fsync for seg covering everything committed so far. */
