@@ -112,6 +112,7 @@ data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end)
             if (c == '.' && s->mode == DATA_SCAN_DOT) {
                 s->state = SCAN_DOT;
                 s->line_dot = true;
+                s->dot_lines++;
                 s->line_len = 1;
                 s->hdr_match = sizeof received_name;
             } else if (c == '\r') {
@@ -178,7 +179,8 @@ data_scan_feed(struct data_scan *s, const uint8_t *p, size_t n, bool *end)
             break;
         case SCAN_DOT_CR:
             if (c == '\n') {
-                /* CRLF "." CRLF: the end of DATA. */
+                /* CRLF "." CRLF: the end of DATA. Its dot stuffed nothing. */
+                s->dot_lines--;
                 s->total += i;
                 if (s->in_header)
                     scan_header_bytes(s, i);

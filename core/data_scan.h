@@ -42,6 +42,9 @@ struct data_scan {
     bool line_dot;              /* current line began with '.' (DATA) */
     uint32_t line_len;
     uint32_t received;          /* Received: header lines seen */
+    uint32_t dot_lines;         /* DATA: lines stuffed with a leading '.' (the
+                                   terminator not counted). 0: the stored octets
+                                   are also the unstuffed message (BDAT form) */
     uint32_t flags;             /* DATA_SCAN_* violations */
     uint32_t body_line_limit;
     uint64_t header_size_limit;

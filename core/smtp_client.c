@@ -336,6 +336,7 @@ smtpc_fail_reply(struct smtp_client *c, const struct smtpc_reply *why, bool quit
         smtpc_txn_results(c);
     }
     c->actions &= ~(SMTPC_ACT_SEND_BODY | SMTPC_ACT_IDLE | SMTPC_ACT_START_TLS);
+    c->txn.body_streaming = false;   /* io/ stops sending the body */
     c->out.len = 0;
     c->queued = 0;
     c->actions &= ~SMTPC_ACT_SEND;
@@ -863,10 +864,13 @@ smtp_client_send(struct smtp_client *c, const struct smtpc_msg *msg, uint64_t no
     }
     c->actions &= ~SMTPC_ACT_IDLE;
 
-    /* The transfer: stored DATA form goes by DATA unchanged; raw (BDAT)
-     * form by BDAT when the peer has CHUNKING, else by DATA with
-     * dot-stuffing on the fly (RELIABILITY row 4). */
-    t->bdat = msg->body_form == SMTPC_STORED_RAW && c->caps.chunking;
+    /* The transfer: by BDAT when the peer has CHUNKING and the stored
+     * octets are the message as BDAT carries it (raw form, or DATA form in
+     * which no line was stuffed): no 354 round trip, and with PIPELINING
+     * the whole transaction goes in one write. Otherwise by DATA: the
+     * stored DATA form unchanged, the raw form dot-stuffed on the fly
+     * (RELIABILITY row 4). */
+    t->bdat = c->caps.chunking && msg->body_form != SMTPC_STORED_DATA;
     t->body_mode = (msg->body_form == SMTPC_STORED_RAW && !t->bdat) ? SMTPC_BODY_STUFF
                                                                     : SMTPC_BODY_VERBATIM;
 
@@ -887,13 +891,21 @@ smtp_client_send(struct smtp_client *c, const struct smtpc_msg *msg, uint64_t no
          * FROM, SAML FROM, and RCPT TO can all appear anywhere in a
          * pipelined command group. The EHLO, DATA, VRFY, EXPN, TURN, QUIT,
          * and NOOP commands can only appear as the last command in a
-         * group". So: MAIL, every RCPT and DATA in one write. BDAT is not
-         * added: its chunk would follow even if every RCPT fails; it goes
-         * after the RCPT replies, costing the same round trips as DATA's
-         * 354. */
+         * group". So: MAIL, every RCPT and DATA in one write; or MAIL,
+         * every RCPT, "BDAT <size> LAST" and the chunk itself, as in the
+         * pipelined example of RFC 3030 §4.2. A server reads a chunk
+         * whatever it said to MAIL and RCPT (RFC 3030 §2: the octets are
+         * part of the BDAT command) and refuses the BDAT when nobody was
+         * accepted; the chunk is then wasted, which is rare, while every
+         * other message saves a round trip. */
         while (smtpc_send_next_rcpt(c))
             ;
-        if (!t->bdat) {
+        if (t->bdat) {
+            smtpc_command(c, "BDAT %llu LAST", (unsigned long long)msg->body_len);
+            t->bdat_sent = true;
+            t->body_streaming = true;
+            c->actions |= SMTPC_ACT_SEND_BODY;
+        } else {
             smtpc_command(c, "DATA");
             t->data_sent = true;
         }
@@ -934,6 +946,11 @@ smtpc_after_rcpt(struct smtp_client *c)
         smtpc_enter_state(c, SMTPC_ST_DATA);   /* its reply is due */
         return;
     }
+    if (t->bdat_sent) {
+        /* The BDAT reply is due (after the chunk: smtp_client_body_sent). */
+        smtpc_enter_state(c, SMTPC_ST_DOT);
+        return;
+    }
     if (t->accepted == 0) {
         /* Nobody to send to: RSET instead of DATA (a MAIL is open). Every
          * recipient is decided here: each RCPT got its reply. */
@@ -946,6 +963,7 @@ smtpc_after_rcpt(struct smtp_client *c)
          * chunk. The second optional argument indicates that the data
          * chunk is the last." One chunk: the whole stored body. */
         smtpc_command(c, "BDAT %llu LAST", (unsigned long long)t->msg->body_len);
+        t->body_streaming = true;
         c->actions |= SMTPC_ACT_SEND_BODY;
         smtpc_enter_state(c, SMTPC_ST_BODY);
         return;
@@ -1016,6 +1034,7 @@ on_data(struct smtp_client *c, const struct smtpc_reply *r)
             smtpc_enter_state(c, SMTPC_ST_DOT);
             return;
         }
+        t->body_streaming = true;
         c->actions |= SMTPC_ACT_SEND_BODY;
         smtpc_enter_state(c, SMTPC_ST_BODY);
         return;
@@ -1032,21 +1051,31 @@ void
 smtp_client_body_progress(struct smtp_client *c, uint64_t now_ms)
 {
     c->now_ms = now_ms;
-    if (c->state == SMTPC_ST_BODY)
-        smtpc_enter_state(c, SMTPC_ST_BODY);   /* re-arms the data block timer */
+    /* Re-arms the data block timer; in a pipelined BDAT group, the timer
+     * of the reply awaited, which cannot come while we are still sending. */
+    if (c->txn.body_streaming && c->state != SMTPC_ST_CLOSED && c->state != SMTPC_ST_QUIT)
+        smtpc_enter_state(c, c->state);
 }
 
 unsigned
 smtp_client_body_sent(struct smtp_client *c, uint64_t now_ms)
 {
     c->now_ms = now_ms;
-    if (c->state != SMTPC_ST_BODY)
+    struct smtpc_txn *t = &c->txn;
+    if (!t->body_streaming || (c->state != SMTPC_ST_BODY && !t->bdat_sent))
         return c->actions;
+    t->body_streaming = false;
     c->actions &= ~SMTPC_ACT_SEND_BODY;
+    if (c->state != SMTPC_ST_BODY) {
+        /* Pipelined BDAT: MAIL/RCPT replies may be in or still due. */
+        if (c->state == SMTPC_ST_DOT)
+            smtpc_enter_state(c, SMTPC_ST_DOT);   /* its timer starts now */
+        return c->actions;
+    }
     /* RFC 5321 §4.1.1.4: "The mail data are terminated by a line
      * containing only a period". The body io/ sent ends in CRLF or is
      * empty (STORED_DATA by construction, STUFF by body_xform_finish()). */
-    if (!c->txn.bdat)
+    if (!t->bdat)
         smtpc_command(c, ".");
     smtpc_enter_state(c, SMTPC_ST_DOT);
     return c->actions;
@@ -1057,6 +1086,11 @@ on_dot(struct smtp_client *c, const struct smtpc_reply *r)
 {
     struct smtpc_txn *t = &c->txn;
     unsigned cls = r->code / 100;
+    if (t->body_streaming) {
+        /* The BDAT reply before io/ even handed over the whole chunk. */
+        smtpc_protocol_error(c, "reply before the end of the chunk", r->text, strlen(r->text));
+        return;
+    }
     if (cls != 2 && cls != 4 && cls != 5) {
         smtpc_protocol_error(c, "unexpected reply", r->text, strlen(r->text));
         return;

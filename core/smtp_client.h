@@ -96,6 +96,9 @@ enum {
 enum smtpc_body_form {
     SMTPC_STORED_DATA = 0,  /* dot-stuffed CRLF wire form ending in CRLF, or empty */
     SMTPC_STORED_RAW,       /* BDAT octets, not stuffed, may lack a final CRLF */
+    SMTPC_STORED_DATA_NO_DOT_LINES, /* DATA form in which no line begins with
+                                       '.': also the unstuffed message, so
+                                       it goes by DATA or BDAT as it is */
 };
 
 /* What io/ sends for the body (the client decides, see above). */
@@ -179,6 +182,8 @@ struct smtpc_txn {
     bool smtputf8;                 /* MAIL carries SMTPUTF8 */
     bool bdat;                     /* the body goes by BDAT */
     bool data_sent;                /* DATA is part of the pipelined group */
+    bool bdat_sent;                /* BDAT LAST and its chunk are part of the pipelined group */
+    bool body_streaming;           /* io/ is handing the body over (SEND_BODY to body_sent) */
     bool empty_dot;                /* 354 with nobody accepted: a lone "." went out */
     enum smtpc_body_mode body_mode;
 };

@@ -1406,6 +1406,12 @@ smtp_server_body_length(const struct smtp_server *s)
     return s->txn.body_size;
 }
 
+bool
+smtp_server_body_has_no_dot_lines(const struct smtp_server *s)
+{
+    return !s->txn.bdat && s->txn.scan.dot_lines == 0;
+}
+
 unsigned
 smtp_server_committed(struct smtp_server *s, int res, uint64_t now_ms)
 {

@@ -214,6 +214,10 @@ enum smtp_body_result smtp_server_body(struct smtp_server *s, const uint8_t *p, 
 /* Octets of the stored body (client octets, terminator excluded): what the
  * COMMIT record must say, plus the Received header io/ wrote first. */
 uint64_t smtp_server_body_length(const struct smtp_server *s);
+/* The message just received came by DATA and no line of it began with '.':
+ * its stored (wire) form is also its unstuffed form (spool
+ * SPOOL_BODY_NO_DOT_LINES). Valid from the end of data until the next MAIL. */
+bool smtp_server_body_has_no_dot_lines(const struct smtp_server *s);
 /* The spool reported the message durable (res 0) or failed (-errno). Sends
  * 250 with the queue id, or 451/452. Resumes pending input. */
 unsigned smtp_server_committed(struct smtp_server *s, int res, uint64_t now_ms);

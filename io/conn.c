@@ -421,6 +421,10 @@ conn_commit(struct worker *w, struct conn *c, size_t trailing)
     (void)trailing;
     if (stored > body)
         spool_msg_unwrite(c->msg, (size_t)(stored - body));
+    if (smtp_server_body_has_no_dot_lines(&c->smtp)) {
+        spool_msg_add_flags(c->msg, SPOOL_BODY_NO_DOT_LINES);
+        c->pending_flags |= SPOOL_BODY_NO_DOT_LINES;
+    }
     int r = spool_msg_commit_extents(c->msg, &c->ticket, &c->pending_body,
                                      &c->pending_nbody, &c->pending_holds);
     c->msg = NULL;

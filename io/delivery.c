@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -107,8 +108,18 @@ struct outconn {
     struct smtp_client smtp;
     bool smtp_inited;
     uint8_t rbuf[OUT_RBUF];
-    struct smtp_outbuf sending;
-    size_t sent;
+    /* The send in flight: up to three pieces in order (commands, a body
+     * piece, the commands that follow it, e.g. DATA's "."), so that a
+     * whole pipelined transaction, or a body and its terminator, is one
+     * SENDMSG. A short send resumes where it stopped. */
+    struct smtp_outbuf sending;        /* commands before the body piece */
+    struct smtp_outbuf sending_after;  /* commands after it */
+    struct iovec tx_iov[3];
+    struct msghdr tx_msg;
+    unsigned tx_first, tx_niov;        /* pieces left: tx_iov[tx_first..tx_niov) */
+    size_t tx_left;                    /* octets not yet sent */
+    bool tx_body;                      /* carries body octets */
+    bool tx_zc;                        /* the body piece goes by SEND_ZC, alone */
     /* the job in flight */
     struct scheduler_job *job;
     struct smtpc_msg msg;
@@ -119,10 +130,7 @@ struct outconn {
     uint64_t body_off;          /* octets of the body already handed to send */
     uint64_t body_sent_total;
     struct body_xform xf;
-    size_t body_pending;        /* octets of the body send in flight */
     uint8_t *stuff;             /* OUT_STUFF_BUF when stuffing */
-    size_t stuff_len;           /* octets in stuff being sent */
-    size_t stuff_sent;
     bool stuff_finished;
     unsigned messages;
     uint64_t idle_since_ms;
@@ -135,7 +143,6 @@ struct outconn {
     struct tls_stream tls;
     struct smtp_outbuf tls_ct;  /* ciphertext being sent */
     size_t tls_ct_sent;
-    size_t tls_plain_pending;   /* plaintext octets that ciphertext carries */
     struct outconn *next;
 };
 
@@ -634,17 +641,6 @@ out_zc_wanted(const struct worker *w, const struct sockaddr_storage *sa)
 }
 
 static void
-out_send_zc(struct worker *w, struct outconn *oc, const void *p, size_t n)
-{
-    struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_send_zc(sqe, oc->fd, p, n, MSG_NOSIGNAL, 0);
-    io_uring_sqe_set_data64(sqe, ud_pack(OP_OUT, &oc->op_send));
-    oc->send_armed = true;
-    oc->zc_in_flight = true;
-    oc->inflight++;
-}
-
-static void
 out_send_raw(struct worker *w, struct outconn *oc, const void *p, size_t n)
 {
     struct io_uring_sqe *sqe = worker_sqe(w);
@@ -654,23 +650,98 @@ out_send_raw(struct worker *w, struct outconn *oc, const void *p, size_t n)
     oc->inflight++;
 }
 
-/* Sends n plaintext octets: as they are, or encrypted (with whatever else
- * the stream has queued: handshake messages, alerts) when TLS is on. */
+/* TLS records with no plaintext of ours (handshake messages, alerts). */
 static void
-out_send(struct worker *w, struct outconn *oc, const void *p, size_t n)
+out_send_tls_control(struct worker *w, struct outconn *oc)
 {
-    if (!oc->tls_on) {
-        out_send_raw(w, oc, p, n);
-        return;
-    }
-    if (n > 0 && tls_stream_write(&oc->tls, p, n) < 0)
-        log_info("TLS write to %s failed: %s", oc->peer, oc->tls.error);
-    oc->tls_plain_pending = n;
-    oc->tls_ctl = (n == 0);
+    oc->tls_ctl = true;
     oc->tls_ct.len = 0;
     oc->tls_ct_sent = 0;
     tls_stream_take_output(&oc->tls, &oc->tls_ct);
     out_send_raw(w, oc, oc->tls_ct.data, oc->tls_ct.len);
+}
+
+static void
+out_tx_begin(struct outconn *oc)
+{
+    oc->tx_first = 0;
+    oc->tx_niov = 0;
+    oc->tx_left = 0;
+    oc->tx_body = false;
+    oc->tx_zc = false;
+}
+
+static void
+out_tx_add(struct outconn *oc, const void *p, size_t n)
+{
+    if (n == 0)
+        return;
+    oc->tx_iov[oc->tx_niov++] = (struct iovec){ .iov_base = (void *)p, .iov_len = n };
+    oc->tx_left += n;
+}
+
+/* Submits what is left of the send: one SEND (or SEND_ZC) for one piece,
+ * SENDMSG for more. */
+static void
+out_tx_send_plain(struct worker *w, struct outconn *oc)
+{
+    struct iovec *iov = &oc->tx_iov[oc->tx_first];
+    unsigned n = oc->tx_niov - oc->tx_first;
+    struct io_uring_sqe *sqe = worker_sqe(w);
+    if (n == 1 && oc->tx_zc && oc->send_zc) {
+        io_uring_prep_send_zc(sqe, oc->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL, 0);
+        oc->zc_in_flight = true;
+    } else if (n == 1) {
+        io_uring_prep_send(sqe, oc->fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL);
+    } else {
+        memset(&oc->tx_msg, 0, sizeof oc->tx_msg);
+        oc->tx_msg.msg_iov = iov;
+        oc->tx_msg.msg_iovlen = n;
+        io_uring_prep_sendmsg(sqe, oc->fd, &oc->tx_msg, MSG_NOSIGNAL);
+    }
+    io_uring_sqe_set_data64(sqe, ud_pack(OP_OUT, &oc->op_send));
+    oc->send_armed = true;
+    oc->inflight++;
+}
+
+/* Sends the pieces gathered: as they are, or encrypted together (with
+ * whatever else the stream has queued) when TLS is on. */
+static void
+out_tx_submit(struct worker *w, struct outconn *oc)
+{
+    if (!oc->tls_on) {
+        out_tx_send_plain(w, oc);
+        return;
+    }
+    for (unsigned i = 0; i < oc->tx_niov; i++) {
+        if (tls_stream_write(&oc->tls, oc->tx_iov[i].iov_base, oc->tx_iov[i].iov_len) < 0) {
+            log_info("TLS write to %s failed: %s", oc->peer, oc->tls.error);
+            break;
+        }
+    }
+    oc->tls_ctl = false;
+    oc->tls_ct.len = 0;
+    oc->tls_ct_sent = 0;
+    tls_stream_take_output(&oc->tls, &oc->tls_ct);
+    out_send_raw(w, oc, oc->tls_ct.data, oc->tls_ct.len);
+}
+
+/* n octets of the plaintext send went out; true when all of it has. */
+static bool
+out_tx_sent(struct outconn *oc, size_t n)
+{
+    oc->tx_left -= n < oc->tx_left ? n : oc->tx_left;
+    while (n > 0 && oc->tx_first < oc->tx_niov) {
+        struct iovec *iov = &oc->tx_iov[oc->tx_first];
+        if (n < iov->iov_len) {
+            iov->iov_base = (uint8_t *)iov->iov_base + n;
+            iov->iov_len -= n;
+            break;
+        }
+        n -= iov->iov_len;
+        oc->tx_first++;
+    }
+    return oc->tx_left == 0;
 }
 
 /* --- TLS ---------------------------------------------------------------------- */
@@ -975,7 +1046,9 @@ out_take_job(struct worker *w, struct outconn *oc)
     oc->msg.nrcpt = e->nrcpt;
     oc->msg.body_len = m->body_len;
     oc->msg.size = m->body_len;
-    oc->msg.body_form = (m->body_flags & SPOOL_BODY_RAW) ? SMTPC_STORED_RAW : SMTPC_STORED_DATA;
+    oc->msg.body_form = (m->body_flags & SPOOL_BODY_RAW)            ? SMTPC_STORED_RAW
+                        : (m->body_flags & SPOOL_BODY_NO_DOT_LINES) ? SMTPC_STORED_DATA_NO_DOT_LINES
+                                                                    : SMTPC_STORED_DATA;
     oc->msg.needs_smtputf8 = m->env.smtputf8;
     oc->msg.body_8bit = m->env.body_type == MAIL_BODY_8BITMIME;
     oc->body_ext = 0;
@@ -1028,12 +1101,18 @@ out_job_finished(struct worker *w, struct outconn *oc)
     delivery_record(w, oc, job);
 }
 
-/* Next piece of the body: from the mapping as stored, or stuffed. */
+/* Adds the next piece of the body to the send being gathered: from the
+ * mapping as stored (no copy in user space: the kernel copies once into
+ * the socket buffer, or not at all with SEND_ZC), or stuffed into
+ * oc->stuff. A SEND_ZC piece goes alone (the pages of a commands buffer
+ * could not be reused before the kernel's notification): when commands
+ * are already gathered it waits for the next send. */
 static void
-out_send_body(struct worker *w, struct outconn *oc)
+out_body_piece(struct worker *w, struct outconn *oc)
 {
     const struct queue_msg *m = oc->job->entry->msg;
     bool stuff = oc->smtp.txn.body_mode == SMTPC_BODY_STUFF;
+    (void)w;
     while (oc->body_ext < m->nbody) {
         const struct spool_extent *x = &m->body[oc->body_ext];
         uint64_t left_in_body = m->body_len - oc->body_sent_total;
@@ -1047,17 +1126,16 @@ out_send_body(struct worker *w, struct outconn *oc)
         }
         const uint8_t *p = x->seg->base + x->off + oc->body_off;
         if (!stuff) {
-            /* From the mapping, no copy in user space: the kernel copies
-             * once into the socket buffer, or not at all with SEND_ZC. */
             size_t piece = oc->tls_on ? OUT_TLS_PIECE : (1u << 20);
             size_t n = left > piece ? piece : (size_t)left;
+            bool zc = !oc->tls_on && oc->send_zc && n >= OUT_ZC_MIN;
+            if (zc && oc->tx_niov > 0)
+                return;
+            oc->tx_zc = zc;
             oc->body_off += n;
             oc->body_sent_total += n;
-            oc->body_pending = n;
-            if (!oc->tls_on && oc->send_zc && n >= OUT_ZC_MIN)
-                out_send_zc(w, oc, p, n);
-            else
-                out_send(w, oc, p, n);
+            oc->tx_body = true;
+            out_tx_add(oc, p, n);
             return;
         }
         if (oc->stuff == NULL) {
@@ -1068,10 +1146,14 @@ out_send_body(struct worker *w, struct outconn *oc)
         size_t n = body_xform_stuff(&oc->xf, p, (size_t)left, &used, oc->stuff, OUT_STUFF_BUF);
         oc->body_off += used;
         oc->body_sent_total += used;
+        if (oc->body_sent_total >= m->body_len && OUT_STUFF_BUF - n >= BODY_XFORM_FINISH_MAX) {
+            /* All of it is in: the final CRLF, if one is missing, too. */
+            n += body_xform_finish(&oc->xf, oc->stuff + n, OUT_STUFF_BUF - n);
+            oc->stuff_finished = true;
+        }
         if (n > 0) {
-            oc->stuff_len = n;
-            oc->stuff_sent = 0;
-            out_send(w, oc, oc->stuff, n);
+            oc->tx_body = true;
+            out_tx_add(oc, oc->stuff, n);
             return;
         }
     }
@@ -1082,17 +1164,19 @@ out_send_body(struct worker *w, struct outconn *oc)
             body_xform_init(&oc->xf);
         }
         size_t n = body_xform_finish(&oc->xf, oc->stuff, OUT_STUFF_BUF);
-        if (n > 0) {
-            oc->stuff_len = n;
-            oc->stuff_sent = 0;
-            out_send(w, oc, oc->stuff, n);
-            return;
-        }
+        oc->tx_body = n > 0;
+        out_tx_add(oc, oc->stuff, n);
     }
-    /* All of it is out. */
-    oc->sending_body = false;
-    oc->stuff_finished = false;
-    smtp_client_body_sent(&oc->smtp, worker_mono_ms());
+}
+
+/* Every body octet has been handed to a send (in order). */
+static bool
+out_body_handed_over(const struct outconn *oc)
+{
+    const struct queue_msg *m = oc->job->entry->msg;
+    if (oc->body_sent_total < m->body_len && oc->body_ext < m->nbody)
+        return false;
+    return oc->smtp.txn.body_mode != SMTPC_BODY_STUFF || oc->stuff_finished;
 }
 
 /* Carries out the client's actions: results, output, body, close, reuse. */
@@ -1145,27 +1229,46 @@ out_flush(struct worker *w, struct outconn *oc)
     if (oc->send_armed)
         return;
     if (oc->tls_on && tls_stream_output_pending(&oc->tls) > 0 && c->out.len == 0) {
-        out_send(w, oc, NULL, 0);   /* handshake messages, alerts */
-        return;
-    }
-    if (c->out.len > 0) {
-        oc->sending.len = 0;
-        smtp_client_take_output(c, &oc->sending);
-        oc->sent = 0;
-        c->actions &= ~SMTPC_ACT_SEND;
-        out_send(w, oc, oc->sending.data, oc->sending.len);
+        out_send_tls_control(w, oc);   /* handshake messages, alerts */
         return;
     }
     if (c->actions & SMTPC_ACT_SEND_BODY) {
         c->actions &= ~SMTPC_ACT_SEND_BODY;
         oc->sending_body = true;
     }
-    if (oc->sending_body) {
-        out_send_body(w, oc);
-        if (oc->send_armed)
+    if (oc->sending_body && !c->txn.body_streaming)
+        oc->sending_body = false;   /* the session failed: no more of it */
+    if (c->out.len > 0 || oc->sending_body) {
+        out_tx_begin(oc);
+        /* Commands go before the body, never into the middle of it (the
+         * client queues none while the body is out). */
+        if (c->out.len > 0 && (!oc->sending_body || oc->body_sent_total == 0)) {
+            oc->sending.len = 0;
+            smtp_client_take_output(c, &oc->sending);
+            out_tx_add(oc, oc->sending.data, oc->sending.len);
+        }
+        if (oc->sending_body) {
+            out_body_piece(w, oc);
+            if (out_body_handed_over(oc)) {
+                /* The terminator (DATA's ".") rides with the last piece. */
+                oc->sending_body = false;
+                oc->stuff_finished = false;
+                smtp_client_body_sent(c, worker_mono_ms());
+                if (c->out.len > 0 && !oc->tx_zc) {
+                    oc->sending_after.len = 0;
+                    smtp_client_take_output(c, &oc->sending_after);
+                    out_tx_add(oc, oc->sending_after.data, oc->sending_after.len);
+                }
+            }
+        }
+        if (oc->tx_niov > 0) {
+            out_tx_submit(w, oc);
             return;
-        out_flush(w, oc);   /* the terminator went into the output */
-        return;
+        }
+        if (c->out.len > 0 || oc->sending_body) {
+            out_flush(w, oc);
+            return;
+        }
     }
     if (c->actions & SMTPC_ACT_CLOSE) {
         out_close(w, oc);
@@ -1243,7 +1346,8 @@ out_reset_for_next_addr(struct worker *w, struct outconn *oc)
     oc->retry_next_addr = false;
     oc->sending_body = false;
     oc->sending.len = 0;
-    oc->sent = 0;
+    oc->sending_after.len = 0;
+    out_tx_begin(oc);
     oc->idle_since_ms = 0;
     oc->messages = 0;
 }
@@ -1264,6 +1368,7 @@ out_free(struct worker *w, struct outconn *oc)
     if (oc->smtp_inited)
         smtp_client_free(&oc->smtp);
     outbuf_free(&oc->sending);
+    outbuf_free(&oc->sending_after);
     outbuf_free(&oc->tls_ct);
     xfree(oc->rcpt_ptrs);
     xfree(oc->stuff);
@@ -1357,32 +1462,17 @@ delivery_on_cqe(struct worker *w, void *ptr, struct io_uring_cqe *cqe)
                 oc->tls_ctl = false;
                 break;
             }
-            res = (int)oc->tls_plain_pending;
+            oc->tx_first = oc->tx_niov;
+            oc->tx_left = 0;
+        } else if (!out_tx_sent(oc, (size_t)res)) {
+            out_tx_send_plain(w, oc);   /* a short send: the rest goes next */
+            return;
         }
-        if (oc->sending.len > 0 && !oc->sending_body) {
-            oc->sent += (size_t)res;
-            if (oc->sent < oc->sending.len) {
-                out_send(w, oc, oc->sending.data + oc->sent, oc->sending.len - oc->sent);
-                return;
-            }
-            oc->sending.len = 0;
-            oc->sent = 0;
-        } else if (oc->sending_body) {
+        if (oc->tx_body)
             smtp_client_body_progress(&oc->smtp, worker_mono_ms());
-            if (oc->smtp.txn.body_mode == SMTPC_BODY_STUFF) {
-                oc->stuff_sent += (size_t)res;
-                if (oc->stuff_sent < oc->stuff_len) {
-                    out_send(w, oc, oc->stuff + oc->stuff_sent, oc->stuff_len - oc->stuff_sent);
-                    return;
-                }
-            } else if ((size_t)res < oc->body_pending) {
-                /* A short send: the rest of that piece goes next. */
-                size_t unsent = oc->body_pending - (size_t)res;
-                oc->body_off -= unsent;
-                oc->body_sent_total -= unsent;
-            }
-            oc->body_pending = 0;
-        }
+        oc->sending.len = 0;
+        oc->sending_after.len = 0;
+        out_tx_begin(oc);
         break;
     case OUT_CLOSE:
         if (oc->retry_next_addr) {

@@ -74,7 +74,7 @@ struct spool_sealed {
 struct spool_msg {
     struct spool *sp;
     uint64_t qid;
-    uint8_t flags;              /* SPOOL_BODY_RAW */
+    uint8_t flags;              /* SPOOL_BODY_* */
     uint64_t length;            /* body octets stored */
     uint32_t nchunks;           /* chunks reserved so far */
     uint32_t next_cap;          /* body capacity wanted for the next chunk */
@@ -695,6 +695,12 @@ uint64_t
 spool_msg_length(const struct spool_msg *m)
 {
     return m->length;
+}
+
+void
+spool_msg_add_flags(struct spool_msg *m, uint32_t flags)
+{
+    m->flags |= (uint8_t)flags;
 }
 
 int

@@ -83,12 +83,19 @@ enum spool_record_type {
                                   finished, its records are dead */
 };
 
-enum { SPOOL_BODY_RAW = 1 }; /* chunk holds BDAT octets, not dot-stuffed DATA */
+enum {
+    SPOOL_BODY_RAW = 1,          /* chunk holds BDAT octets, not dot-stuffed DATA */
+    SPOOL_BODY_NO_DOT_LINES = 2, /* DATA form in which no line begins with '.':
+                                    the octets are also the unstuffed message, so
+                                    delivery may send them by BDAT as they are.
+                                    Only in COMMIT (set once the end is seen). */
+};
 
 struct spool_commit_payload {
     uint64_t body_len;          /* octets of body over all chunks, in order */
     uint32_t nchunks;
-    uint32_t flags;             /* SPOOL_BODY_RAW if the message came by BDAT */
+    uint32_t flags;             /* SPOOL_BODY_RAW if the message came by BDAT,
+                                   SPOOL_BODY_NO_DOT_LINES */
 };
 
 /* One mapped segment file. Fields are read-only for everyone but the owner. */
@@ -248,6 +255,8 @@ void spool_msg_wrote(struct spool_msg *m, size_t n);
 void spool_msg_unwrite(struct spool_msg *m, size_t n);
 /* Octets stored so far. */
 uint64_t spool_msg_length(const struct spool_msg *m);
+/* SPOOL_BODY_* facts learnt while receiving, written with the COMMIT. */
+void spool_msg_add_flags(struct spool_msg *m, uint32_t flags);
 /*
  * Seals the last chunk and appends COMMIT. Fills *ticket with what must be
  * synced before the message may be acknowledged. Frees m. Returns 0 or

@@ -799,17 +799,24 @@ class SinkTests(DaemonTest):
         return s
 
     def test_bdat_to_a_chunking_peer_and_data_bodies_are_exact(self):
+        """To a peer with CHUNKING, a body goes by BDAT (MAIL, RCPT, BDAT and
+        the chunk in one pipelined group) when its stored octets are the
+        message itself: received by BDAT, or by DATA with no line stuffed.
+        A DATA body with stuffed lines goes by DATA as stored."""
         sink = self.sink(keep=True)
         d = self.daemon(relayhost="[127.0.0.1]:%d" % sink.port)
         data_body = b"Subject: d\r\n\r\n.\r\n..x\r\nplain\r\n"
+        plain_body = b"Subject: p\r\n\r\nno line starts with a dot.\r\nx. y ..\r\n"
         bdat_chunks = [b"Subject: b\r\n\r\n.\r\n..", b"x\r\n.", b"\r\nend\r\n"]
         send_data(d, "data@example.org", ["x@dest.test"], data_body)
+        send_data(d, "plain@example.org", ["p@dest.test", "q@dest.test"], plain_body)
         send_bdat(d, "bdat@example.org", ["y@dest.test"], bdat_chunks)
-        wait_for(lambda: sink.messages() >= 2, 20, "two messages at the sink")
+        wait_for(lambda: sink.messages() >= 3, 20, "three messages at the sink")
         wait_spool_empty(d, 20)
         final = sink.stop()
-        self.assertEqual(final["messages"], 2)
-        self.assertGreaterEqual(final["bdat_chunks"], 1, "BDAT body went out by BDAT")
+        self.assertEqual(final["messages"], 3)
+        self.assertEqual(final["bdat_chunks"], 2,
+                         "the BDAT body and the DATA body without dot lines went by BDAT")
         kept = {}
         for name in os.listdir(sink.keep):
             if name.endswith(".env"):
@@ -820,6 +827,7 @@ class SinkTests(DaemonTest):
                 sender = re.search(rb"mail-from <([^>]*)>", env).group(1)
                 kept[sender] = strip_received(eml)
         self.assertEqual(kept, {b"data@example.org": data_body,
+                                b"plain@example.org": plain_body,
                                 b"bdat@example.org": b"".join(bdat_chunks)})
 
     def test_kill9_during_delivery_then_restart_delivers_everything(self):

@@ -259,6 +259,34 @@ Test(data_scan, double_dot_line_is_data_not_the_end)
     }
 }
 
+/* dot_lines says whether the stored form is also the unstuffed message
+ * (delivery then may send it by BDAT as it is). */
+Test(data_scan, dot_lines_counts_stuffed_lines_not_the_terminator)
+{
+    static const struct {
+        const char *in;
+        uint32_t dots;
+    } cases[] = {
+        { "a\r\nb\r\n.\r\n", 0 },
+        { ".\r\n", 0 },
+        { "..a\r\nb\r\n.\r\n", 1 },
+        { "Subject: x\r\n\r\na.b\r\n..\r\nc\r\n...\r\n.\r\n", 2 },
+        { "a\n.b\r\n.\r\n", 0 },     /* after a bare LF: not a line start (rejected anyway) */
+        { "x\r\n.\rx\r\n.\r\n", 1 }, /* ".\r" then text: a dot line, not the end */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t n = strlen(cases[i].in);
+        for (size_t chunk = 0; chunk <= n; chunk++) {
+            struct data_scan s;
+            init_dot(&s);
+            struct feed_result r = feed_chunked(&s, cases[i].in, n, chunk);
+            cr_assert(r.end, "case %zu", i);
+            cr_assert_eq(s.dot_lines, cases[i].dots, "case %zu chunk %zu: %u dot lines", i,
+                         chunk, s.dot_lines);
+        }
+    }
+}
+
 Test(data_scan, dot_line_at_data_start_with_text)
 {
     struct data_scan s;

@@ -79,7 +79,7 @@ static void
 h_stream_body(void)
 {
     struct smtp_client *c = &H.c;
-    cr_assert_eq(c->state, SMTPC_ST_BODY);
+    cr_assert(c->txn.body_streaming, "no body due (state %s)", smtp_client_state_name(c->state));
     if (c->txn.body_mode == SMTPC_BODY_VERBATIM) {
         for (size_t i = 0; i < H.body_len; i += 7) {
             size_t k = H.body_len - i < 7 ? H.body_len - i : 7;
@@ -347,6 +347,7 @@ play(const char *const *steps)
 #define EHLO_CHUNK                                                                       \
     GREET, "S: 250-mx.example\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n", \
         "I:"
+#define EHLO_CHUNK_ONLY GREET, "S: 250-mx.example\r\n250 CHUNKING\r\n", "I:"
 
 static void
 expect_result(uint32_t i, enum smtpc_class cls, unsigned code, const char *enh)
@@ -607,15 +608,85 @@ Test(smtp_client, mail_refused_when_pipelined_consumes_the_other_replies)
 
 /* --- body forms ------------------------------------------------------------- */
 
-Test(smtp_client, raw_body_goes_by_bdat_when_the_peer_has_chunking)
+Test(smtp_client, raw_body_goes_by_bdat_with_mail_and_rcpt_in_one_write)
 {
+    /* RFC 3030 §4.2: MAIL, RCPT, BDAT and its chunk pipelined; one write,
+     * one round trip for the whole transaction. */
     h_connect();
     h_msg("a@x.example", RCPTS("b@y.example"), "hello\r\n.\r\nno end", 16, SMTPC_STORED_RAW);
-    PLAY(EHLO_CHUNK, "M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>",
-         "S: 250 ok\r\n250 ok\r\n", "C: BDAT 16 LAST", "W: hello\r\n.\r\nno end",
-         "S: 250 2.0.0 ok\r\n", "I:");
+    PLAY(EHLO_CHUNK);
+    unsigned writes = H.writes;
+    PLAY("M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>", "C: BDAT 16 LAST",
+         "W: hello\r\n.\r\nno end");
+    cr_assert_eq(H.writes, writes + 1, "commands in %u writes", H.writes - writes);
+    cr_assert_eq(H.c.state, SMTPC_ST_MAIL);
+    PLAY("S: 250 ok\r\n250 ok\r\n250 2.0.0 ok\r\n", "I:");
     cr_assert_eq(H.c.txn.body_mode, SMTPC_BODY_VERBATIM);
     expect_result(0, SMTPC_DELIVERED, 250, "2.0.0");
+}
+
+Test(smtp_client, bdat_without_pipelining_waits_for_the_rcpt_replies)
+{
+    h_connect();
+    h_msg("a@x.example", RCPTS("b@y.example"), "hello\r\n", 7, SMTPC_STORED_RAW);
+    PLAY(EHLO_CHUNK_ONLY, "M:", "C: MAIL FROM:<a@x.example>", "S: 250 ok\r\n",
+         "C: RCPT TO:<b@y.example>", "S: 250 ok\r\n", "C: BDAT 7 LAST", "W: hello\r\n",
+         "S: 250 2.0.0 ok\r\n", "I:");
+    expect_result(0, SMTPC_DELIVERED, 250, "2.0.0");
+}
+
+Test(smtp_client, data_form_without_dot_lines_goes_by_bdat_as_stored)
+{
+    /* Nothing stuffed: the stored DATA octets are the message itself. */
+    h_connect();
+    h_msg("a@x.example", RCPTS("b@y.example", "c@y.example"), BODY, strlen(BODY),
+          SMTPC_STORED_DATA_NO_DOT_LINES);
+    PLAY(EHLO_CHUNK, "M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>",
+         "C: RCPT TO:<c@y.example>", "C: BDAT 21 LAST", "W: " BODY,
+         "S: 250 ok\r\n250 ok\r\n450 4.2.1 later\r\n250 2.0.0 ok\r\n", "I:");
+    cr_assert_eq(H.c.txn.body_mode, SMTPC_BODY_VERBATIM);
+    expect_result(0, SMTPC_DELIVERED, 250, "2.0.0");
+    expect_result(1, SMTPC_DEFERRED, 450, "4.2.1");
+}
+
+Test(smtp_client, data_form_without_dot_lines_to_a_peer_without_chunking_uses_data)
+{
+    h_connect();
+    h_msg("a@x.example", RCPTS("b@y.example"), BODY, strlen(BODY),
+          SMTPC_STORED_DATA_NO_DOT_LINES);
+    PLAY(EHLO_PIPE, "M:", "C: MAIL FROM:<a@x.example> SIZE=21", "C: RCPT TO:<b@y.example>",
+         "C: DATA", "S: 250 ok\r\n250 ok\r\n354 go\r\n", "W: " BODY, "C: .",
+         "S: 250 ok\r\n", "I:");
+}
+
+Test(smtp_client, replies_while_the_pipelined_chunk_is_still_going_out_are_taken)
+{
+    /* A server may answer MAIL and RCPT before it has read the chunk. */
+    h_connect();
+    H.hold_body = true;
+    h_msg("a@x.example", RCPTS("b@y.example"), BODY, strlen(BODY),
+          SMTPC_STORED_DATA_NO_DOT_LINES);
+    PLAY(EHLO_CHUNK, "M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>",
+         "C: BDAT 21 LAST", "S: 250 ok\r\n250 ok\r\n");
+    cr_assert_eq(H.c.state, SMTPC_ST_DOT);
+    cr_assert_not(H.closed);
+    /* The final reply's timer starts once the chunk is out. */
+    H.now += 1000;
+    PLAY("B:", "W: " BODY);
+    cr_assert_eq(smtp_client_deadline(&H.c), H.now + H.cfg.smtp_data_done_timeout_ms);
+    PLAY("S: 250 2.0.0 ok\r\n", "I:");
+    expect_result(0, SMTPC_DELIVERED, 250, "2.0.0");
+}
+
+Test(smtp_client, bdat_reply_before_the_chunk_is_out_is_a_protocol_error)
+{
+    h_connect();
+    H.hold_body = true;
+    h_msg("a@x.example", RCPTS("b@y.example"), BODY, strlen(BODY), SMTPC_STORED_RAW);
+    PLAY(EHLO_CHUNK, "M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>",
+         "C: BDAT 21 LAST", "S: 250 ok\r\n250 ok\r\n250 2.0.0 early\r\n", "X:");
+    expect_result(0, SMTPC_DEFERRED, 0, "4.5.0");
+    cr_assert_not(H.c.txn.body_streaming, "io/ is told to stop sending the body");
 }
 
 Test(smtp_client, raw_body_to_a_peer_without_chunking_is_dot_stuffed_for_data)
@@ -661,17 +732,43 @@ Test(smtp_client, failed_bdat_is_followed_by_rset)
     h_connect();
     h_msg("a@x.example", RCPTS("b@y.example"), "abc\r\n", 5, SMTPC_STORED_RAW);
     PLAY(EHLO_CHUNK, "M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>",
-         "S: 250 ok\r\n250 ok\r\n", "C: BDAT 5 LAST", "W: abc\r\n",
-         "S: 552 5.3.4 too big\r\n", "C: RSET", "S: 250 ok\r\n", "I:");
+         "C: BDAT 5 LAST", "W: abc\r\n", "S: 250 ok\r\n250 ok\r\n552 5.3.4 too big\r\n",
+         "C: RSET", "S: 250 ok\r\n", "I:");
     expect_result(0, SMTPC_FAILED, 552, "5.3.4");
 }
 
-Test(smtp_client, all_rcpts_rejected_with_bdat_sends_no_chunk)
+Test(smtp_client, all_rcpts_rejected_with_pipelined_bdat_takes_its_refusal_then_rset)
 {
+    /* The chunk went with the group; the server refuses the BDAT, and each
+     * recipient keeps its own RCPT reply. */
     h_connect();
     h_msg("a@x.example", RCPTS("b@y.example"), "abc\r\n", 5, SMTPC_STORED_RAW);
     PLAY(EHLO_CHUNK, "M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>",
-         "S: 250 ok\r\n550 5.1.1 no\r\n", "C: RSET", "S: 250 ok\r\n", "I:");
+         "C: BDAT 5 LAST", "W: abc\r\n",
+         "S: 250 ok\r\n550 5.1.1 no\r\n554 5.5.1 no valid recipients\r\n", "C: RSET",
+         "S: 250 ok\r\n", "I:");
+    expect_result(0, SMTPC_FAILED, 550, "5.1.1");
+}
+
+Test(smtp_client, mail_refused_with_pipelined_bdat_consumes_every_reply)
+{
+    h_connect();
+    h_msg("a@x.example", RCPTS("b@y.example", "c@y.example"), "abc\r\n", 5, SMTPC_STORED_RAW);
+    PLAY(EHLO_CHUNK, "M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>",
+         "C: RCPT TO:<c@y.example>", "C: BDAT 5 LAST", "W: abc\r\n",
+         "S: 451 4.3.0 try later\r\n503 5.5.1 no MAIL\r\n503 5.5.1 no MAIL\r\n"
+         "503 5.5.1 no MAIL\r\n",
+         "C: RSET", "S: 250 ok\r\n", "I:");
+    expect_result(0, SMTPC_DEFERRED, 451, "4.3.0");
+    expect_result(1, SMTPC_DEFERRED, 451, "4.3.0");
+}
+
+Test(smtp_client, all_rcpts_rejected_with_bdat_without_pipelining_sends_no_chunk)
+{
+    h_connect();
+    h_msg("a@x.example", RCPTS("b@y.example"), "abc\r\n", 5, SMTPC_STORED_RAW);
+    PLAY(EHLO_CHUNK_ONLY, "M:", "C: MAIL FROM:<a@x.example>", "S: 250 ok\r\n",
+         "C: RCPT TO:<b@y.example>", "S: 550 5.1.1 no\r\n", "C: RSET", "S: 250 ok\r\n", "I:");
     cr_assert_eq(H.body_sends, 0);
 }
 
