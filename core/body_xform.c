@@ -1,6 +1,7 @@
 /*
- * body_xform - resumable dot-stuffing of a raw (BDAT) body for DATA, and the
- * final-CRLF rule. See body_xform.h for the exact transform.
+ * body_xform - resumable dot-stuffing of a raw (BDAT) body for DATA, the
+ * final-CRLF rule, and unstuffing of a DATA-form body for BDAT. See
+ * body_xform.h for the exact transforms.
  *
  * Per-delivery state owned by one thread; no allocation. Invariants: every
  * input octet is consumed exactly once; the output never holds <CR|LF> "."
@@ -120,4 +121,67 @@ body_xform_needs_final_crlf(const uint8_t *body, size_t len)
     if (len == 0)
         return false;
     return !(len >= 2 && body[len - 2] == '\r' && body[len - 1] == '\n');
+}
+
+void
+body_unstuff_init(struct body_unstuff *u)
+{
+    u->line_start = true;   /* a '.' first in the body was stuffed */
+    u->cr = false;
+}
+
+size_t
+body_unstuff_run(struct body_unstuff *u, const uint8_t *in, size_t n, bool *drop)
+{
+    *drop = false;
+    if (n == 0)
+        return 0;
+    if (u->line_start && in[0] == '.') {
+        *drop = true;
+        u->line_start = false;
+        u->cr = false;
+        return 0;
+    }
+    /* Lines end at LF; the line after one opens with a stuffing dot only
+     * when CR came before it (a bare LF ends no line for the scanner). */
+    size_t i = 0;
+    const uint8_t *lf;
+    while ((lf = memchr(in + i, '\n', n - i)) != NULL) {
+        size_t k = (size_t)(lf - in);
+        bool crlf = k > 0 ? in[k - 1] == '\r' : u->cr;
+        i = k + 1;
+        if (!crlf)
+            continue;
+        if (i == n) {
+            u->line_start = true;
+            u->cr = false;
+            return n;
+        }
+        if (in[i] == '.') {
+            *drop = true;
+            u->line_start = false;
+            u->cr = false;
+            return i;
+        }
+    }
+    u->line_start = false;
+    u->cr = in[n - 1] == '\r';
+    return n;
+}
+
+uint64_t
+body_unstuff_count(struct body_unstuff *u, const uint8_t *in, size_t n)
+{
+    uint64_t dots = 0;
+    while (n > 0) {
+        bool drop;
+        size_t k = body_unstuff_run(u, in, n, &drop);
+        if (drop) {
+            dots++;
+            k++;
+        }
+        in += k;
+        n -= k;
+    }
+    return dots;
 }

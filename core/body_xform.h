@@ -1,6 +1,8 @@
 /*
  * body_xform - body form conversion for delivery: a BDAT (raw) body sent by
- * DATA gets dot-stuffed on the fly, and a CRLF when it does not end in one.
+ * DATA gets dot-stuffed on the fly, and a CRLF when it does not end in one;
+ * a stored DATA-form body sent by BDAT loses its stuffing dots
+ * (body_unstuff, below).
  *
  * Per-delivery state, no allocation, no I/O; owned by whoever streams the
  * body (io/, one worker thread). Resumable at any octet boundary of the
@@ -69,5 +71,32 @@ bool body_xform_needs_final_crlf(const uint8_t *body, size_t len);
 /* The same question while streaming: after the whole body went through
  * body_xform_stuff(), whether body_xform_finish() will add a CRLF. */
 bool body_xform_pending_crlf(const struct body_xform *x);
+
+/*
+ * body_unstuff - the other way: a body stored in DATA wire form (dot-stuffed,
+ * queue/spool.h) sent by BDAT, which carries the message itself. The
+ * stuffing dot is the one the inbound scanner (core/data_scan.c) counted:
+ * a '.' that starts the body or follows CRLF; the receiver of DATA drops it
+ * (RFC 5321 §4.5.2), so we drop it. Nothing is copied: the body goes out as
+ * the runs between stuffing dots, straight from the spool mapping.
+ * Resumable at any octet boundary (the body spans extents).
+ */
+struct body_unstuff {
+    bool line_start;            /* the next octet starts a line */
+    bool cr;                    /* the last octet was CR */
+};
+
+void body_unstuff_init(struct body_unstuff *u);
+
+/*
+ * The next run of in[0..n) that goes out as it is: returns its length k.
+ * When *drop is set, in[k] is a stuffing dot: the caller skips it (k + 1
+ * octets consumed); otherwise all n are consumed. Call again with the rest.
+ */
+size_t body_unstuff_run(struct body_unstuff *u, const uint8_t *in, size_t n, bool *drop);
+
+/* The stuffing dots in in[0..n), continuing from u: the unstuffed length of
+ * a body is its stored length minus the dots of all its pieces. */
+uint64_t body_unstuff_count(struct body_unstuff *u, const uint8_t *in, size_t n);
 
 #endif

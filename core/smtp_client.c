@@ -864,15 +864,19 @@ smtp_client_send(struct smtp_client *c, const struct smtpc_msg *msg, uint64_t no
     }
     c->actions &= ~SMTPC_ACT_IDLE;
 
-    /* The transfer: by BDAT when the peer has CHUNKING and the stored
-     * octets are the message as BDAT carries it (raw form, or DATA form in
-     * which no line was stuffed): no 354 round trip, and with PIPELINING
-     * the whole transaction goes in one write. Otherwise by DATA: the
-     * stored DATA form unchanged, the raw form dot-stuffed on the fly
-     * (RELIABILITY row 4). */
-    t->bdat = c->caps.chunking && msg->body_form != SMTPC_STORED_DATA;
-    t->body_mode = (msg->body_form == SMTPC_STORED_RAW && !t->bdat) ? SMTPC_BODY_STUFF
-                                                                    : SMTPC_BODY_VERBATIM;
+    /* The transfer: by BDAT when the peer has CHUNKING and io/ can send
+     * the message as BDAT carries it (the raw form, a DATA form in which no
+     * line was stuffed, or a DATA form io/ unstuffs): no 354 round trip,
+     * and with PIPELINING the whole transaction goes in one write.
+     * Otherwise by DATA: the stored DATA form unchanged, the raw form
+     * dot-stuffed on the fly (RELIABILITY row 4). */
+    bool unstuff = msg->body_form == SMTPC_STORED_DATA && msg->unstuffed_offered;
+    t->bdat = c->caps.chunking && (msg->body_form != SMTPC_STORED_DATA || unstuff);
+    if (t->bdat)
+        t->body_mode = unstuff ? SMTPC_BODY_UNSTUFF : SMTPC_BODY_VERBATIM;
+    else
+        t->body_mode = msg->body_form == SMTPC_STORED_RAW ? SMTPC_BODY_STUFF : SMTPC_BODY_VERBATIM;
+    t->bdat_len = unstuff ? msg->unstuffed_len : msg->body_len;
 
     char params[96] = "";
     size_t pl = 0;
@@ -901,7 +905,7 @@ smtp_client_send(struct smtp_client *c, const struct smtpc_msg *msg, uint64_t no
         while (smtpc_send_next_rcpt(c))
             ;
         if (t->bdat) {
-            smtpc_command(c, "BDAT %llu LAST", (unsigned long long)msg->body_len);
+            smtpc_command(c, "BDAT %llu LAST", (unsigned long long)t->bdat_len);
             t->bdat_sent = true;
             t->body_streaming = true;
             c->actions |= SMTPC_ACT_SEND_BODY;
@@ -962,7 +966,7 @@ smtpc_after_rcpt(struct smtp_client *c)
          * argument indicates the length, in octets, of the binary data
          * chunk. The second optional argument indicates that the data
          * chunk is the last." One chunk: the whole stored body. */
-        smtpc_command(c, "BDAT %llu LAST", (unsigned long long)t->msg->body_len);
+        smtpc_command(c, "BDAT %llu LAST", (unsigned long long)t->bdat_len);
         t->body_streaming = true;
         c->actions |= SMTPC_ACT_SEND_BODY;
         smtpc_enter_state(c, SMTPC_ST_BODY);

@@ -41,6 +41,9 @@
  *   SMTPC_BODY_STUFF     STORED_RAW to a peer without CHUNKING, by DATA: the
  *                        body through body_xform_stuff() (core/body_xform.h),
  *                        then body_xform_finish() (a final CRLF if missing).
+ *   SMTPC_BODY_UNSTUFF   STORED_DATA with msg->unstuffed_len known, by
+ *                        "BDAT <unstuffed_len> LAST": the body less its
+ *                        stuffing dots (body_unstuff_run(), same header).
  * Then io/ calls smtp_client_body_sent(); for DATA the client adds ".\r\n"
  * to its output. The body never passes through this module: io/ sends it
  * from the spool mapping.
@@ -105,6 +108,7 @@ enum smtpc_body_form {
 enum smtpc_body_mode {
     SMTPC_BODY_VERBATIM = 0,
     SMTPC_BODY_STUFF,
+    SMTPC_BODY_UNSTUFF,
 };
 
 /*
@@ -120,6 +124,11 @@ struct smtpc_msg {
     uint64_t body_len;          /* octets stored in the spool */
     uint64_t size;              /* SIZE= (RFC 1870); 0 = body_len */
     enum smtpc_body_form body_form;
+    /* STORED_DATA only: io/ offers to send the body unstuffed, which is
+     * unstuffed_len octets (body_unstuff_count()); it then goes by BDAT to
+     * a peer with CHUNKING. Without the offer such a body goes by DATA. */
+    bool unstuffed_offered;
+    uint64_t unstuffed_len;
     bool needs_smtputf8;        /* the envelope or headers need SMTPUTF8 */
     bool body_8bit;             /* octets >= 0x80 in the body (or BODY=8BITMIME) */
 };
@@ -181,6 +190,7 @@ struct smtpc_txn {
     bool mail_ok;                  /* MAIL got 2xx */
     bool smtputf8;                 /* MAIL carries SMTPUTF8 */
     bool bdat;                     /* the body goes by BDAT */
+    uint64_t bdat_len;             /* its chunk size: what io/ sends in body_mode */
     bool data_sent;                /* DATA is part of the pipelined group */
     bool bdat_sent;                /* BDAT LAST and its chunk are part of the pipelined group */
     bool body_streaming;           /* io/ is handing the body over (SEND_BODY to body_sent) */

@@ -10,8 +10,11 @@
  *   - the SMTP dialogue is core/smtp_client; replies arrive by recv into the
  *     connection's own small buffer (outbound connections are few);
  *   - the body is sent straight from the spool mapping, extent by extent
- *     (one send in flight per connection), or through body_xform when a
- *     BDAT-received body must be dot-stuffed for a peer without CHUNKING.
+ *     (one send in flight per connection, a SENDMSG that also carries the
+ *     commands before and after it); a DATA-form body with stuffed lines
+ *     to a peer with CHUNKING goes by BDAT as the runs between its stuffing
+ *     dots (body_unstuff, up to OUT_UNSTUFF_MAX); a BDAT-received body to a
+ *     peer without CHUNKING is dot-stuffed through body_xform.
  *
  * Durability of outcomes: when a transaction ends, each recipient's outcome
  * is appended as a RCPT_STATUS record; the job waits on the worker's
@@ -63,6 +66,12 @@
 #define OUT_STUFF_BUF 16384
 #define OUT_MAX_ADDRS 16
 #define OUT_TLS_PIECE (64u << 10)       /* plaintext encrypted per send */
+#define OUT_TX_IOV 32                   /* pieces per SENDMSG */
+/* A DATA-form body with stuffed lines goes unstuffed by BDAT up to this
+ * size: for small messages the 354 round trip it saves is much of the
+ * transaction; above, the transfer dominates, and the body keeps going
+ * verbatim by DATA (one piece, SEND_ZC on a real NIC, no scan). */
+#define OUT_UNSTUFF_MAX (64u << 10)
 #define OUT_TLS_CACHE 256               /* destinations with a TLS memory */
 #define OUT_TLS_PLAINTEXT_HOLD_MS (3600u * 1000)
 
@@ -108,13 +117,14 @@ struct outconn {
     struct smtp_client smtp;
     bool smtp_inited;
     uint8_t rbuf[OUT_RBUF];
-    /* The send in flight: up to three pieces in order (commands, a body
-     * piece, the commands that follow it, e.g. DATA's "."), so that a
-     * whole pipelined transaction, or a body and its terminator, is one
-     * SENDMSG. A short send resumes where it stopped. */
+    /* The send in flight: pieces in order (commands, the body's pieces,
+     * the commands that follow it, e.g. DATA's "."), so that a whole
+     * pipelined transaction, or a body and its terminator, is one SENDMSG.
+     * The body is one piece, or the runs between its stuffing dots when
+     * it goes unstuffed. A short send resumes where it stopped. */
     struct smtp_outbuf sending;        /* commands before the body piece */
     struct smtp_outbuf sending_after;  /* commands after it */
-    struct iovec tx_iov[3];
+    struct iovec tx_iov[OUT_TX_IOV];
     struct msghdr tx_msg;
     unsigned tx_first, tx_niov;        /* pieces left: tx_iov[tx_first..tx_niov) */
     size_t tx_left;                    /* octets not yet sent */
@@ -130,6 +140,7 @@ struct outconn {
     uint64_t body_off;          /* octets of the body already handed to send */
     uint64_t body_sent_total;
     struct body_xform xf;
+    struct body_unstuff unstuff;
     uint8_t *stuff;             /* OUT_STUFF_BUF when stuffing */
     bool stuff_finished;
     unsigned messages;
@@ -1022,6 +1033,23 @@ out_open(struct worker *w, struct scheduler_dest *d)
 
 /* --- the SMTP session ----------------------------------------------------------- */
 
+/* The stuffing dots of a stored DATA-form body: its length less these is
+ * what BDAT carries. */
+static uint64_t
+out_body_stuffing_dots(const struct queue_msg *m)
+{
+    struct body_unstuff u;
+    uint64_t left = m->body_len, dots = 0;
+    body_unstuff_init(&u);
+    for (uint32_t i = 0; i < m->nbody && left > 0; i++) {
+        const struct spool_extent *x = &m->body[i];
+        size_t n = x->len < left ? (size_t)x->len : (size_t)left;
+        dots += body_unstuff_count(&u, x->seg->base + x->off, n);
+        left -= n;
+    }
+    return dots;
+}
+
 static bool
 out_take_job(struct worker *w, struct outconn *oc)
 {
@@ -1049,6 +1077,12 @@ out_take_job(struct worker *w, struct outconn *oc)
     oc->msg.body_form = (m->body_flags & SPOOL_BODY_RAW)            ? SMTPC_STORED_RAW
                         : (m->body_flags & SPOOL_BODY_NO_DOT_LINES) ? SMTPC_STORED_DATA_NO_DOT_LINES
                                                                     : SMTPC_STORED_DATA;
+    if (oc->msg.body_form == SMTPC_STORED_DATA && oc->smtp.caps.chunking
+        && m->body_len <= OUT_UNSTUFF_MAX) {
+        oc->msg.unstuffed_offered = true;
+        oc->msg.unstuffed_len = m->body_len - out_body_stuffing_dots(m);
+    }
+    body_unstuff_init(&oc->unstuff);
     oc->msg.needs_smtputf8 = m->env.smtputf8;
     oc->msg.body_8bit = m->env.body_type == MAIL_BODY_8BITMIME;
     oc->body_ext = 0;
@@ -1101,9 +1135,54 @@ out_job_finished(struct worker *w, struct outconn *oc)
     delivery_record(w, oc, job);
 }
 
+/* Where the body goes on: *p and the octets left in that extent (within
+ * the body), 0 when all of it has been handed over. */
+static uint64_t
+out_body_next(struct outconn *oc, const struct queue_msg *m, const uint8_t **p)
+{
+    while (oc->body_ext < m->nbody) {
+        const struct spool_extent *x = &m->body[oc->body_ext];
+        uint64_t left_in_body = m->body_len - oc->body_sent_total;
+        uint64_t left = x->len - oc->body_off;
+        if (left > left_in_body)
+            left = left_in_body;
+        if (left > 0) {
+            *p = x->seg->base + x->off + oc->body_off;
+            return left;
+        }
+        oc->body_ext++;
+        oc->body_off = 0;
+    }
+    return 0;
+}
+
+/* Adds the runs of the body between its stuffing dots, from the mapping,
+ * while pieces are left (one stays free for what follows the body) and
+ * the send is not too big; the rest goes with the next send. */
+static void
+out_body_runs(struct outconn *oc, const struct queue_msg *m)
+{
+    size_t budget = oc->tls_on ? OUT_TLS_PIECE : (1u << 20);
+    const uint8_t *p;
+    uint64_t left;
+    while (oc->tx_niov + 1 < OUT_TX_IOV && budget > 0 && (left = out_body_next(oc, m, &p)) > 0) {
+        size_t n = left < budget ? (size_t)left : budget;
+        bool drop;
+        size_t k = body_unstuff_run(&oc->unstuff, p, n, &drop);
+        if (k > 0) {
+            oc->tx_body = true;
+            out_tx_add(oc, p, k);
+            budget -= k;
+        }
+        oc->body_off += k + drop;
+        oc->body_sent_total += k + drop;
+    }
+}
+
 /* Adds the next piece of the body to the send being gathered: from the
  * mapping as stored (no copy in user space: the kernel copies once into
- * the socket buffer, or not at all with SEND_ZC), or stuffed into
+ * the socket buffer, or not at all with SEND_ZC), unstuffed (the runs
+ * between the stuffing dots, from the mapping), or stuffed into
  * oc->stuff. A SEND_ZC piece goes alone (the pages of a commands buffer
  * could not be reused before the kernel's notification): when commands
  * are already gathered it waits for the next send. */
@@ -1113,18 +1192,13 @@ out_body_piece(struct worker *w, struct outconn *oc)
     const struct queue_msg *m = oc->job->entry->msg;
     bool stuff = oc->smtp.txn.body_mode == SMTPC_BODY_STUFF;
     (void)w;
-    while (oc->body_ext < m->nbody) {
-        const struct spool_extent *x = &m->body[oc->body_ext];
-        uint64_t left_in_body = m->body_len - oc->body_sent_total;
-        uint64_t left = x->len - oc->body_off;
-        if (left > left_in_body)
-            left = left_in_body;
-        if (left == 0) {
-            oc->body_ext++;
-            oc->body_off = 0;
-            continue;
-        }
-        const uint8_t *p = x->seg->base + x->off + oc->body_off;
+    if (oc->smtp.txn.body_mode == SMTPC_BODY_UNSTUFF) {
+        out_body_runs(oc, m);
+        return;
+    }
+    const uint8_t *p;
+    uint64_t left;
+    while ((left = out_body_next(oc, m, &p)) > 0) {
         if (!stuff) {
             size_t piece = oc->tls_on ? OUT_TLS_PIECE : (1u << 20);
             size_t n = left > piece ? piece : (size_t)left;

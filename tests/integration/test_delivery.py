@@ -800,23 +800,31 @@ class SinkTests(DaemonTest):
 
     def test_bdat_to_a_chunking_peer_and_data_bodies_are_exact(self):
         """To a peer with CHUNKING, a body goes by BDAT (MAIL, RCPT, BDAT and
-        the chunk in one pipelined group) when its stored octets are the
-        message itself: received by BDAT, or by DATA with no line stuffed.
-        A DATA body with stuffed lines goes by DATA as stored."""
+        the chunk in one pipelined group): received by BDAT, by DATA with no
+        line stuffed, or by DATA with stuffed lines, unstuffed on the way
+        out (many of them: the runs between the dots fill more than one
+        send). Only a large DATA body with stuffed lines goes by DATA, as
+        stored. Every body arrives exactly as it was submitted."""
         sink = self.sink(keep=True)
         d = self.daemon(relayhost="[127.0.0.1]:%d" % sink.port)
-        data_body = b"Subject: d\r\n\r\n.\r\n..x\r\nplain\r\n"
-        plain_body = b"Subject: p\r\n\r\nno line starts with a dot.\r\nx. y ..\r\n"
+        bodies = {
+            b"data@example.org": b"Subject: d\r\n\r\n.\r\n..x\r\nplain\r\n",
+            b"dots@example.org": b"Subject: m\r\n\r\n" + b"".join(
+                b".%d\r\n" % i for i in range(200)) + b".\r\n",
+            b"plain@example.org": b"Subject: p\r\n\r\nno line starts with a dot.\r\nx. y ..\r\n",
+            b"large@example.org": b"Subject: l\r\n\r\n" + b".dot\r\n" + (b"x" * 900 + b"\r\n") * 80,
+        }
         bdat_chunks = [b"Subject: b\r\n\r\n.\r\n..", b"x\r\n.", b"\r\nend\r\n"]
-        send_data(d, "data@example.org", ["x@dest.test"], data_body)
-        send_data(d, "plain@example.org", ["p@dest.test", "q@dest.test"], plain_body)
+        for sender, body in bodies.items():
+            rcpts = ["p@dest.test", "q@dest.test"] if sender.startswith(b"plain") else ["x@dest.test"]
+            send_data(d, sender.decode(), rcpts, body)
         send_bdat(d, "bdat@example.org", ["y@dest.test"], bdat_chunks)
-        wait_for(lambda: sink.messages() >= 3, 20, "three messages at the sink")
+        bodies[b"bdat@example.org"] = b"".join(bdat_chunks)
+        wait_for(lambda: sink.messages() >= 5, 20, "five messages at the sink")
         wait_spool_empty(d, 20)
         final = sink.stop()
-        self.assertEqual(final["messages"], 3)
-        self.assertEqual(final["bdat_chunks"], 2,
-                         "the BDAT body and the DATA body without dot lines went by BDAT")
+        self.assertEqual(final["messages"], 5)
+        self.assertEqual(final["bdat_chunks"], 4, "all but the large stuffed body went by BDAT")
         kept = {}
         for name in os.listdir(sink.keep):
             if name.endswith(".env"):
@@ -826,9 +834,7 @@ class SinkTests(DaemonTest):
                     eml = f.read()
                 sender = re.search(rb"mail-from <([^>]*)>", env).group(1)
                 kept[sender] = strip_received(eml)
-        self.assertEqual(kept, {b"data@example.org": data_body,
-                                b"plain@example.org": plain_body,
-                                b"bdat@example.org": b"".join(bdat_chunks)})
+        self.assertEqual(kept, bodies)
 
     def test_kill9_during_delivery_then_restart_delivers_everything(self):
         if not os.access(BENCH, os.X_OK):

@@ -1,7 +1,7 @@
 /*
  * body_xform: dot-stuffing of raw (BDAT) bodies for DATA, resumable at every
  * input and output boundary, and the final-CRLF rule (RELIABILITY rows 1,
- * 3, 4).
+ * 3, 4); body_unstuff, its inverse for stored DATA-form bodies sent by BDAT.
  */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "body_xform.h"
+#include "data_scan.h"
 
 TestSuite(body_xform);
 
@@ -284,4 +285,116 @@ ParameterizedTest(struct crlf_case *c, body_xform, tells_whether_a_final_crlf_is
             body_xform_stuff(&x, (const uint8_t *)c->body + i, 1, &used, out, sizeof out);
     }
     cr_assert_eq(body_xform_pending_crlf(&x), c->needs, "streamed \"%s\"", c->body);
+}
+
+/* --- body_unstuff ------------------------------------------------------------ */
+
+/* Unstuffs in[0..n) fed in pieces of `chunk` octets (0: whole), gathering
+ * the runs as a sender would; returns the output length. */
+static size_t
+unstuff(const char *in, size_t n, size_t chunk, char *out, uint64_t *dots)
+{
+    struct body_unstuff u;
+    size_t o = 0, i = 0;
+    body_unstuff_init(&u);
+    *dots = 0;
+    while (i < n) {
+        size_t piece = chunk == 0 || n - i < chunk ? n - i : chunk;
+        const char *p = in + i;
+        size_t left = piece;
+        while (left > 0) {
+            bool drop;
+            size_t k = body_unstuff_run(&u, (const uint8_t *)p, left, &drop);
+            cr_assert_leq(k, left);
+            cr_assert(k > 0 || drop, "no progress");
+            memcpy(out + o, p, k);
+            o += k;
+            if (drop) {
+                cr_assert_eq(p[k], '.', "only a dot is dropped");
+                (*dots)++;
+                k++;
+            }
+            p += k;
+            left -= k;
+        }
+        i += piece;
+    }
+    return o;
+}
+
+Test(body_unstuff, drops_the_dot_that_starts_the_body_or_follows_crlf)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        { "", "" },
+        { "plain\r\n", "plain\r\n" },
+        { "..x\r\n", ".x\r\n" },
+        { "a\r\n..\r\n...b\r\n", "a\r\n.\r\n..b\r\n" },
+        { "a\r\n.x\r\n", "a\r\nx\r\n" },
+        { "a\n.b\r\n", "a\n.b\r\n" },         /* a bare LF opens no line */
+        { "a\r.b\r\n", "a\r.b\r\n" },         /* nor does a bare CR */
+        { "a\r\r\n.b\r\n", "a\r\r\nb\r\n" },   /* CR CR LF: the scanner's line end */
+        { "a.b\r\nc..\r\n", "a.b\r\nc..\r\n" }, /* inside a line: text */
+        { "..\r\n..\r\n", ".\r\n.\r\n" },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        size_t n = strlen(cases[c].in);
+        for (size_t chunk = 0; chunk <= n; chunk++) {
+            char out[64];
+            uint64_t dots;
+            size_t o = unstuff(cases[c].in, n, chunk, out, &dots);
+            cr_assert_eq(o, strlen(cases[c].out), "case %zu chunk %zu: length %zu", c, chunk, o);
+            cr_assert(memcmp(out, cases[c].out, o) == 0, "case %zu chunk %zu", c, chunk);
+            cr_assert_eq(dots, n - o);
+            struct body_unstuff u;
+            body_unstuff_init(&u);
+            cr_assert_eq(body_unstuff_count(&u, (const uint8_t *)cases[c].in, n), dots);
+        }
+    }
+}
+
+/* The dots dropped are exactly the ones the inbound scanner counted as
+ * stuffed, and unstuffing gives back the lines the client stuffed: random
+ * messages, stuffed the way an SMTP client does, random piece sizes. */
+Test(body_unstuff, inverts_client_stuffing_and_agrees_with_the_scanner)
+{
+    static const char alphabet[] = { '.', '.', 'a', 'b', '\r' };
+    srand(20261206);
+    for (int round = 0; round < 3000; round++) {
+        char msg[512], wire[1024], out[1024];
+        size_t m = 0, w = 0;
+        int lines = rand() % 12;
+        for (int l = 0; l < lines; l++) {
+            int len = rand() % 6;
+            size_t start = m;
+            for (int k = 0; k < len; k++)
+                msg[m++] = alphabet[rand() % sizeof alphabet];
+            /* No bare CR at the end of a line: it would join the CRLF. */
+            while (m > start && msg[m - 1] == '\r')
+                m--;
+            if (m > start && msg[start] == '.')
+                wire[w++] = '.';
+            memcpy(wire + w, msg + start, m - start);
+            w += m - start;
+            memcpy(msg + m, "\r\n", 2);
+            memcpy(wire + w, "\r\n", 2);
+            m += 2;
+            w += 2;
+        }
+        size_t chunk = (size_t)(rand() % 8);
+        uint64_t dots;
+        size_t o = unstuff(wire, w, chunk, out, &dots);
+        cr_assert_eq(o, m, "round %d", round);
+        cr_assert(memcmp(out, msg, m) == 0, "round %d", round);
+
+        struct data_scan s;
+        bool end = false;
+        data_scan_init(&s, DATA_SCAN_DOT, 1000, 1u << 20);
+        memcpy(wire + w, ".\r\n", 3);
+        size_t used = data_scan_feed(&s, (const uint8_t *)wire, w + 3, &end);
+        cr_assert(end && used == w + 3, "round %d: the scanner found the end", round);
+        cr_assert_eq(s.dot_lines, dots, "round %d: %u stuffed lines, %llu dots dropped", round,
+                     s.dot_lines, (unsigned long long)dots);
+    }
 }

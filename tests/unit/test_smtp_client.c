@@ -86,6 +86,16 @@ h_stream_body(void)
             wire_append(H.body + i, k);
             smtp_client_body_progress(c, H.now);
         }
+    } else if (c->txn.body_mode == SMTPC_BODY_UNSTUFF) {
+        struct body_unstuff u;
+        body_unstuff_init(&u);
+        for (size_t i = 0; i < H.body_len;) {
+            bool drop;
+            size_t k = body_unstuff_run(&u, (const uint8_t *)H.body + i, H.body_len - i, &drop);
+            wire_append(H.body + i, k);
+            i += k + drop;
+            smtp_client_body_progress(c, H.now);
+        }
     } else {
         struct body_xform x;
         uint8_t out[5];
@@ -657,6 +667,41 @@ Test(smtp_client, data_form_without_dot_lines_to_a_peer_without_chunking_uses_da
     PLAY(EHLO_PIPE, "M:", "C: MAIL FROM:<a@x.example> SIZE=21", "C: RCPT TO:<b@y.example>",
          "C: DATA", "S: 250 ok\r\n250 ok\r\n354 go\r\n", "W: " BODY, "C: .",
          "S: 250 ok\r\n", "I:");
+}
+
+Test(smtp_client, stuffed_data_form_goes_unstuffed_by_bdat_when_io_offers_it)
+{
+    /* The chunk is the message less its stuffing dots: 21 - 2 octets. */
+    static const char stored[] = "..a\r\nplain\r\n..\r\nb.c\r\n";
+    h_connect();
+    h_msg("a@x.example", RCPTS("b@y.example"), stored, strlen(stored), SMTPC_STORED_DATA);
+    H.msg.unstuffed_offered = true;
+    H.msg.unstuffed_len = strlen(stored) - 2;
+    PLAY(EHLO_CHUNK, "M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>",
+         "C: BDAT 19 LAST", "W: .a\r\nplain\r\n.\r\nb.c\r\n", "S: 250 ok\r\n250 ok\r\n250 2.0.0 ok\r\n",
+         "I:");
+    cr_assert_eq(H.c.txn.body_mode, SMTPC_BODY_UNSTUFF);
+    expect_result(0, SMTPC_DELIVERED, 250, "2.0.0");
+}
+
+Test(smtp_client, stuffed_data_form_goes_by_data_without_the_offer_or_without_chunking)
+{
+    static const char stored[] = "..a\r\nplain\r\n";
+    h_connect();
+    h_msg("a@x.example", RCPTS("b@y.example"), stored, strlen(stored), SMTPC_STORED_DATA);
+    PLAY(EHLO_CHUNK, "M:", "C: MAIL FROM:<a@x.example>", "C: RCPT TO:<b@y.example>", "C: DATA",
+         "S: 250 ok\r\n250 ok\r\n354 go\r\n", "W: " "..a\r\nplain\r\n", "C: .",
+         "S: 250 ok\r\n", "I:");
+    cr_assert_eq(H.c.txn.body_mode, SMTPC_BODY_VERBATIM);
+
+    h_connect();
+    h_msg("a@x.example", RCPTS("b@y.example"), stored, strlen(stored), SMTPC_STORED_DATA);
+    H.msg.unstuffed_offered = true;
+    H.msg.unstuffed_len = strlen(stored) - 1;
+    PLAY(EHLO_PIPE, "M:", "C: MAIL FROM:<a@x.example> SIZE=12", "C: RCPT TO:<b@y.example>",
+         "C: DATA", "S: 250 ok\r\n250 ok\r\n354 go\r\n", "W: " "..a\r\nplain\r\n", "C: .",
+         "S: 250 ok\r\n", "I:");
+    cr_assert_eq(H.c.txn.body_mode, SMTPC_BODY_VERBATIM);
 }
 
 Test(smtp_client, replies_while_the_pipelined_chunk_is_still_going_out_are_taken)
