@@ -283,12 +283,10 @@ smtpc_command(struct smtp_client *c, const char *fmt, ...) __attribute__((format
 static void
 smtpc_command(struct smtp_client *c, const char *fmt, ...)
 {
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    outbuf_vprintf_line(&c->out, fmt, ap);
     va_end(ap);
-    outbuf_printf_line(&c->out, "%s", line);
     c->queued++;
     c->actions |= SMTPC_ACT_SEND;
 }

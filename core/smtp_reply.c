@@ -36,21 +36,47 @@ outbuf_free(struct smtp_outbuf *b)
     b->len = b->cap = 0;
 }
 
+#define OUTBUF_LINE_MAX 1024   /* a line with its CRLF */
+
+void
+outbuf_put_line(struct smtp_outbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (n > OUTBUF_LINE_MAX - 3)
+        n = OUTBUF_LINE_MAX - 3;
+    outbuf_reserve(b, n + 2);
+    memcpy(b->data + b->len, s, n);
+    memcpy(b->data + b->len + n, "\r\n", 2);
+    b->len += n + 2;
+}
+
+void
+outbuf_vprintf_line(struct smtp_outbuf *b, const char *fmt, va_list ap)
+{
+    if (strchr(fmt, '%') == NULL) {
+        outbuf_put_line(b, fmt);
+        return;
+    }
+    /* Formatted in place: room for the longest line, then CRLF. */
+    outbuf_reserve(b, OUTBUF_LINE_MAX);
+    char *line = (char *)b->data + b->len;
+    int n = vsnprintf(line, OUTBUF_LINE_MAX - 2, fmt, ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n > OUTBUF_LINE_MAX - 3)
+        n = OUTBUF_LINE_MAX - 3;
+    line[n++] = '\r';
+    line[n++] = '\n';
+    b->len += (size_t)n;
+}
+
 void
 outbuf_printf_line(struct smtp_outbuf *b, const char *fmt, ...)
 {
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    outbuf_vprintf_line(b, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n > sizeof line - 3)
-        n = (int)(sizeof line - 3);
-    line[n++] = '\r';
-    line[n++] = '\n';
-    outbuf_append(b, line, (size_t)n);
 }
 
 int

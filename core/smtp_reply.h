@@ -15,9 +15,14 @@
 
 void outbuf_append(struct smtp_outbuf *b, const void *p, size_t n);
 void outbuf_free(struct smtp_outbuf *b);
-/* Appends one formatted line plus CRLF. */
+/* Appends one formatted line plus CRLF (at most 1021 octets of text). A
+ * format without conversions is copied as it is, without printf. */
 void outbuf_printf_line(struct smtp_outbuf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+void outbuf_vprintf_line(struct smtp_outbuf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+/* Appends the text s plus CRLF. */
+void outbuf_put_line(struct smtp_outbuf *b, const char *s);
 
 /* Reply code of a full reply line ("250 2.0.0 Ok" -> 250). */
 int smtp_reply_code(const char *line);

@@ -138,12 +138,10 @@ smtp_reply(struct smtp_server *s, const char *fmt, ...) __attribute__((format(pr
 static void
 smtp_reply(struct smtp_server *s, const char *fmt, ...)
 {
-    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    outbuf_vprintf_line(&s->out, fmt, ap);
     va_end(ap);
-    outbuf_printf_line(&s->out, "%s", line);
     s->actions |= SMTP_ACT_SEND;
 }
 
@@ -1191,17 +1189,33 @@ smtp_server_auth_result(struct smtp_server *s, bool ok, uint64_t now_ms)
 
 /* --- the body ------------------------------------------------------------ */
 
+/* The RFC 5322 date of the time stamp line, formatted once a second per
+ * thread (every message of that second on this thread shares it). */
+static const char *
+smtp_received_date(uint64_t unix_ms)
+{
+    static _Thread_local struct {
+        time_t t;
+        char text[40];
+    } cache = { .t = -1 };
+    time_t t = (time_t)(unix_ms / 1000);
+    if (t != cache.t) {
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(cache.text, sizeof cache.text, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+        cache.t = t;
+    }
+    return cache.text;
+}
+
 size_t
 smtp_server_format_received(struct smtp_server *s, uint64_t qid, char *buf, size_t cap,
                             uint64_t unix_ms)
 {
-    char id[17], date[64], rcpt[ADDRESS_PATH_MAX * 4 + 16] = "";
-    struct tm tm;
-    time_t t = (time_t)(unix_ms / 1000);
+    char id[17], rcpt[ADDRESS_PATH_MAX * 4 + 16] = "";
     s->txn.qid = qid;
     smtp_qid_format(qid, id);
-    gmtime_r(&t, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    const char *date = smtp_received_date(unix_ms);
     if (s->txn.nrcpt == 1) {
         /* One recipient only: naming one of several would leak the others. */
         char esc[ADDRESS_PATH_MAX * 4 + 1];

@@ -243,9 +243,11 @@ void conn_auth_done(struct worker *w, struct conn *c, struct auth_request *req);
 /* worker.c helpers used by conn.c */
 struct io_uring_sqe *worker_sqe(struct worker *w);
 uint64_t worker_next_qid(struct worker *w, uint64_t unix_ms);
+/* Milliseconds: on a worker thread, the time of the event loop's last
+ * wakeup (read once per batch); elsewhere, the clock itself. */
 uint64_t worker_unix_ms(void);
 uint64_t worker_mono_ms(void);
-uint64_t worker_mono_us(void);
+uint64_t worker_mono_us(void);   /* always the clock (fsync latency) */
 void worker_message_accepted(struct worker *w, struct queue_msg *m);
 /* The worker that delivers mail for a recipient domain: the owner of its
  * next hop when a relayhost or transport_map hop applies (so that hop's
