@@ -309,11 +309,11 @@ conn_flush(struct worker *w, struct conn *c)
     }
     if (c->phase == CONN_OPEN && (a & SMTP_ACT_CLOSE) && !c->send_armed
         && c->smtp.out.len == 0 && (!c->tls_on || tls_stream_output_pending(&c->tls) == 0)) {
-        /* Final reply is out: half-close, then drain until EOF or timeout. */
-        struct io_uring_sqe *sqe = worker_sqe(w);
-        io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
-        io_uring_sqe_set_data64(sqe, ud_pack(OP_SHUTDOWN, c));
-        c->inflight++;
+        /* Final reply is out: half-close, then drain until EOF or timeout.
+         * shutdown(2) of a TCP socket only queues the FIN and never blocks;
+         * as an SQE the kernel would always hand it to an io-wq thread, a
+         * thread hop per connection. */
+        (void)shutdown(c->fd, SHUT_WR);
         c->phase = CONN_LINGER;
         c->linger_until_ms = w->now_ms + CONN_LINGER_MS;
     }
@@ -895,8 +895,6 @@ conn_on_cqe(struct worker *w, enum io_op op, struct conn *c, struct io_uring_cqe
         break;
     case OP_SEND:
         conn_on_send(w, c, cqe->res);
-        break;
-    case OP_SHUTDOWN:
         break;
     case OP_CLOSE: {
         /* The last completion: nothing refers to c any more. */

@@ -576,7 +576,6 @@ worker_dispatch(struct worker *w, struct io_uring_cqe *cqe)
     case OP_RECV:
     case OP_BODY_RECV:
     case OP_SEND:
-    case OP_SHUTDOWN:
     case OP_CLOSE:
         conn_on_cqe(w, op, p, cqe);
         return;

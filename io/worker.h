@@ -36,7 +36,6 @@ enum io_op {
     OP_RECV,            /* ptr: struct conn (command phase, provided buffer) */
     OP_BODY_RECV,       /* ptr: struct conn (into the spool mapping) */
     OP_SEND,            /* ptr: struct conn */
-    OP_SHUTDOWN,        /* ptr: struct conn */
     OP_CLOSE,           /* ptr: struct conn */
     OP_FSYNC,           /* ptr: struct spool_segment */
     OP_TICK,            /* ptr: struct worker */
