@@ -373,24 +373,27 @@ conn_begin_message(struct worker *w, struct conn *c)
     uint64_t qid = worker_next_qid(w, unix_ms);
     struct envelope *env = conn_build_envelope(c, unix_ms);
     struct smtp_txn *t = &c->smtp.txn;
-    int r = spool_msg_begin(w->spool, qid, env, t->params.has_size ? t->params.size : 0,
-                            t->bdat, &c->msg);
+    char received[CONN_RECEIVED_MAX];
+    size_t rlen = smtp_server_format_received(&c->smtp, qid, received, sizeof received,
+                                              unix_ms);
+    /* The first chunk is sized for SIZE= plus our header; without SIZE= it
+     * is the spool's default. */
+    uint64_t hint = t->params.has_size ? t->params.size + rlen : 0;
+    int r = rlen == 0 ? -ENOSPC : spool_msg_begin(w->spool, qid, env, hint, t->bdat, &c->msg);
     if (r == 0) {
-        uint8_t *p;
-        size_t avail;
-        r = spool_msg_space(c->msg, &p, &avail);
-        if (r == 0) {
-            size_t n = smtp_server_format_received(&c->smtp, qid, (char *)p, avail, unix_ms);
-            if (n == 0) {
-                char tmp[CONN_RECEIVED_MAX];
-                n = smtp_server_format_received(&c->smtp, qid, tmp, sizeof tmp, unix_ms);
-                /* The first chunk is at least 8 KiB; this cannot happen. */
-                r = -ENOSPC;
-            } else {
-                spool_msg_wrote(c->msg, n);
-                c->received_len = n;
+        for (size_t done = 0; r == 0 && done < rlen;) {
+            uint8_t *p;
+            size_t avail;
+            r = spool_msg_space(c->msg, &p, &avail);
+            if (r == 0) {
+                size_t k = rlen - done < avail ? rlen - done : avail;
+                memcpy(p, received + done, k);
+                spool_msg_wrote(c->msg, k);
+                done += k;
             }
         }
+        if (r == 0)
+            c->received_len = rlen;
         if (r != 0) {
             spool_msg_abort(c->msg);
             c->msg = NULL;

@@ -519,9 +519,10 @@ spool_set_nosync(struct spool *sp, bool nosync)
 static uint32_t
 spool_first_chunk(uint64_t size_hint)
 {
-    uint64_t c = size_hint > SPOOL_CHUNK_MAX ? SPOOL_CHUNK_MAX : size_hint + 1024;
-    if (c < SPOOL_CHUNK_MIN)
-        c = SPOOL_CHUNK_MIN;
+    if (size_hint == 0)
+        return SPOOL_CHUNK_MIN;
+    uint64_t c = size_hint > SPOOL_CHUNK_MAX ? SPOOL_CHUNK_MAX
+                                              : size_hint + SPOOL_CHUNK_SLACK;
     if (c > SPOOL_CHUNK_MAX)
         c = SPOOL_CHUNK_MAX;
     return (uint32_t)spool_align8(c);

@@ -736,6 +736,31 @@ class ProtocolTest(DaemonTest):
         self.assert_queued(d, [])
         self.assert_queued(d, [self.good(s)])
 
+    def test_row20_size_is_only_a_hint_for_the_spool(self):
+        """The first spool chunk is sized from SIZE= plus our Received:
+        header: a SIZE= that understates the body (even below the header's
+        own length, with a 255-octet EHLO name making that header long),
+        matches it, or overstates it still stores every body exactly."""
+        d = self.daemon()
+        s = self.open(d, ehlo="h" * 255)
+        queued = []
+        for size, n in [(1, 3000), (1, 40), (40, 40), (3000, 3000), (2000, 3000),
+                        (10, 70000), (70000, 500)]:
+            with self.subTest(size=size, body=n):
+                body = self.body_of(n)
+                self.expect(exchange(s, "MAIL FROM:<good@example.org> SIZE=%d" % size), 250)
+                self.expect(exchange(s, "RCPT TO:<ok@example.net>"), 250)
+                self.expect(exchange(s, "DATA"), 354)
+                s.send(body + b".\r\n")
+                code, text = reply_of(s)
+                self.assertEqual(code, 250, text)
+                qid = QUEUED.match(text).group(1)
+                stored = self.show(d, qid)
+                self.assertIn(b"h" * 255, stored[:1000])
+                self.assertEqual(self.split_received(stored, qid), body)
+                queued.append(qid)
+        self.assert_queued(d, queued)
+
     # --- row 21: body over the limit --------------------------------------------
 
     def body_of(self, n):

@@ -288,10 +288,10 @@ Test(spool, first_chunk_is_sized_from_the_size_hint)
         size_t cap;
     } cases[] = {
         { 0, SPOOL_CHUNK_MIN },
-        { 500, SPOOL_CHUNK_MIN },
-        { 7000, 8024 },
-        { 7169, 8200 },          /* 8193 rounded up to 8 */
-        { 100000, 101024 },
+        { 1, 264 },
+        { 500, 760 },            /* 756 rounded up to 8 */
+        { 7000, 7256 },
+        { 100000, 100256 },
         { 5u << 20, 1u << 20 },
         { UINT64_MAX, 1u << 20 },
     };
