@@ -78,6 +78,7 @@ struct spool_msg {
     uint64_t length;            /* body octets stored */
     uint32_t nchunks;           /* chunks reserved so far */
     uint32_t next_cap;          /* body capacity wanted for the next chunk */
+    bool hinted;                /* the first chunk was sized from a size hint */
     bool has_chunk;             /* a RESERVED chunk is open */
     struct spool_segment *cseg;
     size_t coff;                /* record offset of the open chunk */
@@ -521,8 +522,9 @@ spool_first_chunk(uint64_t size_hint)
 {
     if (size_hint == 0)
         return SPOOL_CHUNK_MIN;
-    uint64_t c = size_hint > SPOOL_CHUNK_MAX ? SPOOL_CHUNK_MAX
-                                              : size_hint + SPOOL_CHUNK_SLACK;
+    uint64_t c = size_hint > SPOOL_CHUNK_MAX
+                     ? SPOOL_CHUNK_MAX
+                     : size_hint + size_hint / SPOOL_CHUNK_SLACK_DIV + SPOOL_CHUNK_SLACK;
     if (c > SPOOL_CHUNK_MAX)
         c = SPOOL_CHUNK_MAX;
     return (uint32_t)spool_align8(c);
@@ -572,7 +574,15 @@ spool_msg_reserve(struct spool_msg *m)
     m->cused = 0;
     m->chi = 0;
     m->nchunks++;
-    m->next_cap = m->next_cap * 2 > SPOOL_CHUNK_MAX ? SPOOL_CHUNK_MAX : m->next_cap * 2;
+    if (m->nchunks == 1 && m->hinted && m->next_cap < SPOOL_CHUNK_MAX) {
+        /* A second chunk means the hint was short (what is left is small)
+         * or the first one was cut at the segment's end (the rest of the
+         * hint is left). */
+        uint32_t rest = m->next_cap - m->ccap;
+        m->next_cap = spool_align8(rest > SPOOL_CHUNK_MIN ? rest + SPOOL_CHUNK_SLACK
+                                                          : SPOOL_CHUNK_MIN);
+    } else
+        m->next_cap = m->next_cap * 2 > SPOOL_CHUNK_MAX ? SPOOL_CHUNK_MAX : m->next_cap * 2;
     return 0;
 }
 
@@ -612,6 +622,7 @@ spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
     m->qid = qid;
     m->flags = raw ? SPOOL_BODY_RAW : 0;
     m->next_cap = spool_first_chunk(size_hint);
+    m->hinted = size_hint != 0;
 
     size_t elen = envelope_encoded_size(env);
     uint8_t *enc = xmalloc(elen);

@@ -65,14 +65,17 @@
 #define SPOOL_SEGMENT_MAGIC "RINGSEG1"
 #define SPOOL_SEGMENT_VERSION 1u
 #define SPOOL_CHUNK_PREFIX 8        /* u32 chunk index, u32 zero */
-/* The first chunk: size_hint + SLACK (capped at MAX), or MIN without a hint.
- * The hint is SIZE= plus the octets io/ adds (Received:); the slack covers
- * doubled dots, the terminator and a command pipelined behind it. Chunks
- * interleave across sessions and unused room is given back only at the
- * tail, so every octet of slack spreads a message over more pages, which
- * each group commit writes back (and write-protects) again. */
+/* The first chunk: size_hint + size_hint / SLACK_DIV + SLACK (capped at
+ * MAX), or MIN without a hint. The hint is SIZE= plus the octets io/ adds
+ * (Received:); the slack covers doubled dots, the terminator and a command
+ * pipelined behind it. Chunks interleave across sessions and unused room is
+ * given back only at the tail, so every octet of slack spreads messages over
+ * more pages, which each group commit writes back (and write-protects)
+ * again. When a hinted first chunk overflows, the rest is what the hint
+ * missed: the next chunk starts at MIN again. Otherwise chunks double. */
 #define SPOOL_CHUNK_MIN (2u << 10)
 #define SPOOL_CHUNK_SLACK 256u
+#define SPOOL_CHUNK_SLACK_DIV 64u
 #define SPOOL_CHUNK_MAX (1u << 20)  /* chunks double up to this */
 #define SPOOL_SEGMENT_MIN_SIZE 4096
 #define SPOOL_SEGMENT_MAX_SIZE 0xfffff000u /* offsets are u32 */

@@ -281,6 +281,56 @@ Test(spool, raw_flag_is_carried_on_chunks_and_commit)
     spool_free(sp);
 }
 
+/* Body capacities of a committed message's chunks, in order. */
+static size_t
+test_chunk_caps(struct spool_segment *seg, size_t *caps, size_t max)
+{
+    struct test_rec rec[64];
+    size_t n = test_walk(seg, rec, 64), k = 0;
+    for (size_t i = 0; i < n && k < max; i++)
+        if (rec[i].type == SPOOL_REC_BODY)
+            caps[k++] = rec[i].span - SPOOL_RECORD_HEADER_SIZE - SPOOL_CHUNK_PREFIX;
+    return k;
+}
+
+Test(spool, chunks_after_a_short_hint_start_small_and_unhinted_ones_double)
+{
+    struct {
+        uint64_t hint;
+        size_t body;
+        size_t ncaps;
+        size_t caps[6];
+    } cases[] = {
+        /* The hint fits: one chunk. */
+        { 100000, 101000, 1, { 101824 } },
+        /* Short by a little (doubled dots): the rest goes in a small chunk,
+         * not in one twice the first. */
+        { 100000, 102000, 2, { 101824, SPOOL_CHUNK_MIN } },
+        /* Far too short: small chunks that double from there. */
+        { 1, 10000, 4, { 264, 2048, 4096, 8192 } },
+        /* No hint: doubling from the minimum. */
+        { 0, 10000, 3, { 2048, 4096, 8192 } },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct spool *sp = spool_new(0, 4 << 20);
+        struct spool_segment *seg = test_attach(sp, 4 << 20);
+        struct envelope env = test_env();
+        struct spool_msg *m;
+        cr_assert_eq(spool_msg_begin(sp, 1, &env, cases[i].hint, false, &m), 0);
+        cr_assert_eq(test_write_body(m, cases[i].body, 7, 4096), 0);
+        struct spool_ticket t;
+        cr_assert_eq(spool_msg_commit(m, &t), 0);
+        size_t caps[8];
+        size_t n = test_chunk_caps(seg, caps, 8);
+        cr_assert_eq(n, cases[i].ncaps, "case %zu: %zu chunks", i, n);
+        for (size_t k = 0; k < n - 1; k++)
+            cr_assert_eq(caps[k], cases[i].caps[k], "case %zu chunk %zu: %zu", i, k, caps[k]);
+        /* The last chunk was sealed: its span shrank to what it holds. */
+        cr_assert_leq(caps[n - 1], cases[i].caps[n - 1]);
+        spool_free(sp);
+    }
+}
+
 Test(spool, first_chunk_is_sized_from_the_size_hint)
 {
     struct {
@@ -288,10 +338,10 @@ Test(spool, first_chunk_is_sized_from_the_size_hint)
         size_t cap;
     } cases[] = {
         { 0, SPOOL_CHUNK_MIN },
-        { 1, 264 },
-        { 500, 760 },            /* 756 rounded up to 8 */
-        { 7000, 7256 },
-        { 100000, 100256 },
+        { 1, 264 },              /* 257 rounded up to 8 */
+        { 500, 768 },            /* 500 + 7 + 256 */
+        { 7000, 7368 },
+        { 100000, 101824 },
         { 5u << 20, 1u << 20 },
         { UINT64_MAX, 1u << 20 },
     };
