@@ -37,6 +37,7 @@
 #include "clientlimit.h"
 #include "smtp_reply.h"
 #include "log.h"
+#include "segfile.h"
 #include "worker.h"
 
 #define CONN_LINGER_MS 2000
@@ -436,6 +437,13 @@ conn_commit(struct worker *w, struct conn *c, size_t trailing)
         conn_committed(w, c, r);
         return;
     }
+    /* Before the group commit's fdatasync writes these pages back. With
+     * durability=none nothing writes them back soon (the segment is often
+     * gone first), and delivery's read faults would be pure cost: 100 KiB
+     * bodies went from 2187 to 1326 msg/s. */
+    for (size_t i = 0; w->d->cfg->durability == DURABILITY_FSYNC && i < c->pending_nbody; i++)
+        segfile_release_pages(c->pending_body[i].seg->base + c->pending_body[i].off,
+                              c->pending_body[i].len);
     c->in_commit_wait = true;
     c->next_commit = w->commit_wait;
     w->commit_wait = c;

@@ -60,6 +60,18 @@ struct segfile_entry {
 };
 
 /* Parses "w<W>-<seq hex>.seg"; 0 or -EINVAL. */
+/*
+ * Drops the page-table entries of the whole pages inside [p, p + len) of a
+ * segment mapping, when there are at least SEGFILE_RELEASE_MIN_PAGES of them.
+ * The page cache is untouched (the octets stay, still dirty). Writeback
+ * write-protects every page still mapped writable, with one TLB flush, an
+ * interrupt to each other CPU running this process, per page; dropping the
+ * entries first costs one flush for the whole range. Later reads (delivery)
+ * fault the pages back read-only, many per fault (fault-around), and
+ * read-only entries cost writeback nothing.
+ */
+#define SEGFILE_RELEASE_MIN_PAGES 4
+void segfile_release_pages(uint8_t *p, size_t len);
 int segfile_parse_name(const char *name, uint32_t *worker, uint64_t *seq);
 
 /* Segment files of every worker, sorted by (worker, seq); other names are
