@@ -661,15 +661,22 @@ out_send_raw(struct worker *w, struct outconn *oc, const void *p, size_t n)
     oc->inflight++;
 }
 
-/* TLS records with no plaintext of ours (handshake messages, alerts). */
+/* Sends the TLS records the stream has ready. control: they carry no
+ * plaintext of ours (handshake messages, alerts). */
 static void
-out_send_tls_control(struct worker *w, struct outconn *oc)
+out_send_tls_records(struct worker *w, struct outconn *oc, bool control)
 {
-    oc->tls_ctl = true;
+    oc->tls_ctl = control;
     oc->tls_ct.len = 0;
     oc->tls_ct_sent = 0;
     tls_stream_take_output(&oc->tls, &oc->tls_ct);
     out_send_raw(w, oc, oc->tls_ct.data, oc->tls_ct.len);
+}
+
+static void
+out_send_tls_control(struct worker *w, struct outconn *oc)
+{
+    out_send_tls_records(w, oc, true);
 }
 
 static void
@@ -730,11 +737,7 @@ out_tx_submit(struct worker *w, struct outconn *oc)
             break;
         }
     }
-    oc->tls_ctl = false;
-    oc->tls_ct.len = 0;
-    oc->tls_ct_sent = 0;
-    tls_stream_take_output(&oc->tls, &oc->tls_ct);
-    out_send_raw(w, oc, oc->tls_ct.data, oc->tls_ct.len);
+    out_send_tls_records(w, oc, false);
 }
 
 /* n octets of the plaintext send went out; true when all of it has. */

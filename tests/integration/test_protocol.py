@@ -82,9 +82,11 @@ class ProtocolTest(DaemonTest):
             self.expect(exchange(s, "EHLO " + ehlo), 250)
         return s
 
-    def good(self, s, sender="good@example.org", rcpts=("ok@example.net",), body=BODY):
-        """A whole good transaction on a greeted session; returns the queue id."""
-        self.expect(exchange(s, "MAIL FROM:<%s>" % sender), 250, "2.1.0")
+    def good(self, s, sender="good@example.org", rcpts=("ok@example.net",), body=BODY,
+             params=""):
+        """A whole good transaction on a greeted session; returns the queue id.
+        params: MAIL parameters, e.g. " SIZE=10"."""
+        self.expect(exchange(s, "MAIL FROM:<%s>%s" % (sender, params)), 250, "2.1.0")
         for r in rcpts:
             self.expect(exchange(s, "RCPT TO:<%s>" % r), 250, "2.1.5")
         self.expect(exchange(s, "DATA"), 354)
@@ -748,13 +750,7 @@ class ProtocolTest(DaemonTest):
                         (10, 70000), (70000, 500)]:
             with self.subTest(size=size, body=n):
                 body = self.body_of(n)
-                self.expect(exchange(s, "MAIL FROM:<good@example.org> SIZE=%d" % size), 250)
-                self.expect(exchange(s, "RCPT TO:<ok@example.net>"), 250)
-                self.expect(exchange(s, "DATA"), 354)
-                s.send(body + b".\r\n")
-                code, text = reply_of(s)
-                self.assertEqual(code, 250, text)
-                qid = QUEUED.match(text).group(1)
+                qid = self.good(s, body=body, params=" SIZE=%d" % size)
                 stored = self.show(d, qid)
                 self.assertIn(b"h" * 255, stored[:1000])
                 self.assertEqual(self.split_received(stored, qid), body)
