@@ -747,6 +747,38 @@ Test(smtp_server, reply_helpers)
     cr_assert_str_eq(smtp_state_name((enum smtp_state)99), "?");
 }
 
+Test(smtp_server, printf_lines_are_exact_at_every_length_and_grow_the_buffer_by_need)
+{
+    /* Every length around the in-place room (128 octets at least, the
+     * line limit 1024 with CRLF), after buffers already holding 0..300
+     * octets: the line is the formatted text (cut at 1021) and CRLF, the
+     * octets before it are untouched, and the buffer is never more than
+     * twice what it holds plus a short line. */
+    char text[1200];
+    for (size_t i = 0; i < sizeof text; i++)
+        text[i] = (char)('a' + i % 26);
+    size_t lens[] = { 0, 1, 100, 123, 124, 125, 126, 127, 128, 200, 253, 254, 255, 256,
+                      500, 1019, 1020, 1021, 1022, 1023, 1100, 1199 };
+    for (size_t pre = 0; pre <= 300; pre += 75) {
+        for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+            struct smtp_outbuf b = { 0 };
+            for (size_t i = 0; i < pre; i++)
+                outbuf_append(&b, "p", 1);
+            int n = (int)lens[k];
+            outbuf_printf_line(&b, "%.*s", n, text);
+            size_t want = lens[k] > 1021 ? 1021 : lens[k];
+            cr_assert_eq(b.len, pre + want + 2, "pre %zu len %zu: %zu", pre, lens[k], b.len);
+            for (size_t i = 0; i < pre; i++)
+                cr_assert_eq(b.data[i], 'p');
+            cr_assert(memcmp(b.data + pre, text, want) == 0, "pre %zu len %zu", pre, lens[k]);
+            cr_assert(b.data[pre + want] == '\r' && b.data[pre + want + 1] == '\n');
+            cr_assert_leq(b.cap, 2 * (b.len + 128), "pre %zu len %zu: cap %zu", pre, lens[k],
+                          b.cap);
+            outbuf_free(&b);
+        }
+    }
+}
+
 /* --- the 250 waits for the disk; pipelined commands after the dot ------------ */
 
 Test(smtp_server, no_250_until_committed)
