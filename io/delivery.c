@@ -393,20 +393,8 @@ delivery_bounce(struct worker *w, struct outconn *oc, struct scheduler_job *job,
     uint64_t qid = worker_next_qid(w, now);
     struct spool_msg *sm;
     rc = spool_msg_begin(w->spool, qid, &env, out.len, false, &sm);
-    size_t done = 0;
-    while (rc == 0 && done < out.len) {
-        uint8_t *p;
-        size_t avail;
-        rc = spool_msg_space(sm, &p, &avail);
-        if (rc != 0) {
-            spool_msg_abort(sm);
-            break;
-        }
-        size_t k = out.len - done < avail ? out.len - done : avail;
-        memcpy(p, out.data + done, k);
-        spool_msg_wrote(sm, k);
-        done += k;
-    }
+    if (rc == 0 && (rc = spool_msg_append(sm, out.data, out.len)) != 0)
+        spool_msg_abort(sm);
     struct spool_extent *ext = NULL;
     uint32_t next = 0;
     struct spool_holdset holds = { 0 };
@@ -671,12 +659,6 @@ out_send_tls_records(struct worker *w, struct outconn *oc, bool control)
     oc->tls_ct_sent = 0;
     tls_stream_take_output(&oc->tls, &oc->tls_ct);
     out_send_raw(w, oc, oc->tls_ct.data, oc->tls_ct.len);
-}
-
-static void
-out_send_tls_control(struct worker *w, struct outconn *oc)
-{
-    out_send_tls_records(w, oc, true);
 }
 
 static void
@@ -1306,7 +1288,7 @@ out_flush(struct worker *w, struct outconn *oc)
     if (oc->send_armed)
         return;
     if (oc->tls_on && tls_stream_output_pending(&oc->tls) > 0 && c->out.len == 0) {
-        out_send_tls_control(w, oc);   /* handshake messages, alerts */
+        out_send_tls_records(w, oc, true);   /* handshake messages, alerts */
         return;
     }
     if (c->actions & SMTPC_ACT_SEND_BODY) {

@@ -195,9 +195,7 @@ segfile_create(const char *spool_dir, uint32_t worker, uint64_t seq, size_t size
 void
 segfile_release_pages(uint8_t *p, size_t len)
 {
-    static size_t page;
-    if (page == 0)
-        page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
     uintptr_t start = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
     uintptr_t end = ((uintptr_t)p + len) & ~(uintptr_t)(page - 1);
     if (end <= start || (end - start) / page < SEGFILE_RELEASE_MIN_PAGES)

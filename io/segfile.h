@@ -59,7 +59,6 @@ struct segfile_entry {
     uint64_t seq;
 };
 
-/* Parses "w<W>-<seq hex>.seg"; 0 or -EINVAL. */
 /*
  * Drops the page-table entries of the whole pages inside [p, p + len) of a
  * segment mapping, when there are at least SEGFILE_RELEASE_MIN_PAGES of them.
@@ -72,6 +71,8 @@ struct segfile_entry {
  */
 #define SEGFILE_RELEASE_MIN_PAGES 4
 void segfile_release_pages(uint8_t *p, size_t len);
+
+/* Parses "w<W>-<seq hex>.seg"; 0 or -EINVAL. */
 int segfile_parse_name(const char *name, uint32_t *worker, uint64_t *seq);
 
 /* Segment files of every worker, sorted by (worker, seq); other names are

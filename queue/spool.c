@@ -658,6 +658,25 @@ spool_msg_space(struct spool_msg *m, uint8_t **p, size_t *avail)
     return 0;
 }
 
+int
+spool_msg_append(struct spool_msg *m, const void *src, size_t n)
+{
+    const uint8_t *s = src;
+    while (n > 0) {
+        uint8_t *p;
+        size_t avail;
+        int rc = spool_msg_space(m, &p, &avail);
+        if (rc < 0)
+            return rc;
+        size_t k = n < avail ? n : avail;
+        memcpy(p, s, k);
+        spool_msg_wrote(m, k);
+        s += k;
+        n -= k;
+    }
+    return 0;
+}
+
 void
 spool_msg_wrote(struct spool_msg *m, size_t n)
 {

@@ -257,6 +257,9 @@ int spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
  * reserved (chunks double up to 1 MiB). Returns 0 or -ENOSPC / -EIO.
  */
 int spool_msg_space(struct spool_msg *m, uint8_t **p, size_t *avail);
+/* Copies n octets in, across chunks as needed (space, copy, wrote).
+ * Returns 0 or -ENOSPC / -EIO; on failure the message must be aborted. */
+int spool_msg_append(struct spool_msg *m, const void *src, size_t n);
 /* n octets were stored at the last space. */
 void spool_msg_wrote(struct spool_msg *m, size_t n);
 /* Gives back the last n octets written (e.g. bytes that followed the

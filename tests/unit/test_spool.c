@@ -494,6 +494,37 @@ Test(spool, chunk_followed_by_another_record_keeps_its_span)
     spool_free(sp);
 }
 
+Test(spool, append_copies_across_chunks)
+{
+    /* A 1-octet hint gives a 264-octet first chunk: 10 000 octets appended
+     * in pieces of 1, 263, 1000 and the rest span several chunks and come
+     * back from recovery exactly. */
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *seg = test_attach(sp, 1 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 9, &env, 1, false, &m), 0);
+    uint8_t *src = xmalloc(10000);
+    test_fill(src, 10000, 9);
+    size_t pieces[] = { 1, 263, 1000, 10000 - 1264 }, at = 0;
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(spool_msg_append(m, src + at, pieces[i]), 0);
+        at += pieces[i];
+        cr_assert_eq(spool_msg_length(m), at);
+    }
+    cr_assert_eq(spool_msg_append(m, src, 0), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    struct spool_recovery r;
+    test_recover(&r, &seg, 1);
+    cr_assert_eq(r.nmsgs, 1);
+    cr_assert_gt(r.msgs[0].nchunks, 1);
+    test_assert_body(&r.msgs[0], 10000, 9);
+    spool_recovery_free(&r);
+    free(src);
+    spool_free(sp);
+}
+
 Test(spool, unwrite_gives_back_octets_and_zeroes_them)
 {
     struct spool *sp = spool_new(0, 1 << 20);
