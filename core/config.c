@@ -79,6 +79,9 @@ struct config_setting {
 _Static_assert(sizeof(enum durability) == sizeof(int), "enum durability is an int");
 _Static_assert(DURABILITY_FSYNC == 0 && DURABILITY_NONE == 1, "durability order");
 static const char *const config_durability_words[] = {"fsync", "none", NULL};
+_Static_assert(sizeof(enum spool_receive) == sizeof(int), "enum spool_receive is an int");
+_Static_assert(SPOOL_RECEIVE_MAPPED == 0 && SPOOL_RECEIVE_BUFFERED == 1, "spool_receive order");
+static const char *const config_spool_receive_words[] = {"mapped", "buffered", NULL};
 static const char *const config_send_zerocopy_words[] = {"auto", "yes", "no", NULL};
 _Static_assert(sizeof(enum tls_level) == sizeof(int), "enum tls_level is an int");
 _Static_assert(TLS_LEVEL_NONE == 0 && TLS_LEVEL_MAY == 1 && TLS_LEVEL_ENCRYPT == 2,
@@ -115,6 +118,10 @@ static const struct config_setting config_table[] = {
             "fsync = a message is on disk before 250; "
             "none = trust the page cache (tests only)",
             .choices = config_durability_words),
+    SETTING("spool_receive", ENUM(spool_receive, enum spool_receive), "mapped",
+            "mapped = bodies received straight into the segment mapping; "
+            "buffered = into a worker buffer, then written with pwrite",
+            .choices = config_spool_receive_words),
     /* relay policy */
     SETTING("relay_domains", STRING(relay_domains), "",
             "Domains accepted for relay from any client, comma or space separated"),

@@ -46,6 +46,11 @@ extern const char *const config_tls_level_words[];
 
 enum durability { DURABILITY_FSYNC = 0, DURABILITY_NONE };
 
+/* spool_receive: where a received body lands first (io/conn.c). mapped:
+ * straight into the segment's mapping; buffered: into a worker buffer, then
+ * pwrite(2) into the segment, so no page of the mapping is written. */
+enum spool_receive { SPOOL_RECEIVE_MAPPED = 0, SPOOL_RECEIVE_BUFFERED };
+
 /* smtp_send_zerocopy: how message bodies go out (io/delivery.c). */
 enum send_zerocopy { SEND_ZEROCOPY_AUTO = 0, SEND_ZEROCOPY_YES, SEND_ZEROCOPY_NO };
 
@@ -62,6 +67,7 @@ struct config {
     char *spool_dir;
     uint64_t spool_segment_size;
     enum durability durability;
+    enum spool_receive spool_receive;
     /* relay policy */
     char *relay_domains;
     char *relay_networks;

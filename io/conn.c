@@ -148,10 +148,40 @@ conn_arm_command_recv(struct worker *w, struct conn *c)
     struct io_uring_sqe *sqe = worker_sqe(w);
     io_uring_prep_recv(sqe, c->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = (uint16_t)w->buf_group;
+    sqe->buf_group = (uint16_t)w->cmd_bufs.group;
     io_uring_sqe_set_data64(sqe, ud_pack(OP_RECV, c));
     c->recv_armed = true;
     c->inflight++;
+}
+
+/* spool_receive=buffered: bodies are received into the worker's body
+ * buffers and written into the spool chunk with pwrite, not stored through
+ * the mapping (ARCHITECTURE.md, "The spool"). */
+static bool
+conn_body_buffered(const struct worker *w)
+{
+    return w->body_bufs.br != NULL;
+}
+
+/* n body octets at src belong at dst, the space spool_msg_space gave: in
+ * place already (src == dst), else put there (through the file when
+ * buffered, by memcpy into the mapping when not); then counted as stored.
+ * 0 or -errno (the message must then be given up). */
+static int
+conn_body_store(struct worker *w, struct conn *c, uint8_t *dst, const uint8_t *src,
+                size_t n)
+{
+    if (src != dst) {
+        if (conn_body_buffered(w)) {
+            int r = segfile_store(spool_msg_space_segment(c->msg), dst, src, n);
+            if (r < 0)
+                return r;
+        } else {
+            memcpy(dst, src, n);
+        }
+    }
+    spool_msg_wrote(c->msg, n);
+    return 0;
 }
 
 /* The spool could not give room for more body: read the rest and drop it,
@@ -182,10 +212,17 @@ conn_arm_body_recv(struct worker *w, struct conn *c)
     if (c->smtp.txn.bdat && avail > c->smtp.txn.chunk_left)
         avail = (size_t)c->smtp.txn.chunk_left;
     struct io_uring_sqe *sqe = worker_sqe(w);
-    io_uring_prep_recv(sqe, c->fd, p, avail, 0);
+    if (conn_body_buffered(w)) {
+        if (avail > w->body_bufs.size)
+            avail = w->body_bufs.size;
+        io_uring_prep_recv(sqe, c->fd, NULL, avail, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = (uint16_t)w->body_bufs.group;
+    } else {
+        io_uring_prep_recv(sqe, c->fd, p, avail, 0);
+    }
     io_uring_sqe_set_data64(sqe, ud_pack(OP_BODY_RECV, c));
     c->body_ptr = p;
-    c->body_room = avail;
     c->recv_armed = true;
     c->inflight++;
 }
@@ -431,7 +468,7 @@ conn_commit(struct worker *w, struct conn *c, size_t trailing)
      * durability=none nothing writes them back soon (the segment is often
      * gone first), and delivery's read faults would be pure cost: 100 KiB
      * bodies went from 2187 to 1326 msg/s. */
-    if (w->d->cfg->durability == DURABILITY_FSYNC)
+    if (w->d->cfg->durability == DURABILITY_FSYNC && !conn_body_buffered(w))
         for (size_t i = 0; i < c->pending_nbody; i++)
             segfile_release_pages(c->pending_body[i].seg->base + c->pending_body[i].off,
                                   c->pending_body[i].len);
@@ -541,8 +578,11 @@ conn_feed_body_prefix(struct worker *w, struct conn *c)
             }
             if (want > avail)
                 want = avail;
-            memcpy(dst, p, want);
-            spool_msg_wrote(c->msg, want);
+            e = conn_body_store(w, c, dst, p, want);
+            if (e < 0) {
+                conn_body_storage_failed(w, c, e);
+                continue;
+            }
             smtp_server_drop_body_prefix(s, want);
             r = smtp_server_body(s, dst, want, &consumed, w->now_ms);
         } else {
@@ -681,15 +721,29 @@ conn_tls_input(struct worker *w, struct conn *c)
                 avail = (size_t)s->txn.chunk_left;
             if (avail == 0)
                 return;
-            long n = tls_stream_read(&c->tls, p, avail);
+            /* Buffered: the plaintext goes through the scratch buffer. */
+            uint8_t *into = p;
+            if (conn_body_buffered(w)) {
+                into = w->tls_scratch;
+                if (avail > WORKER_TLS_SCRATCH)
+                    avail = WORKER_TLS_SCRATCH;
+            }
+            long n = tls_stream_read(&c->tls, into, avail);
             if (n <= 0) {
                 if (n < 0)
                     conn_tls_failed(w, c, n);
                 return;
             }
-            spool_msg_wrote(c->msg, (size_t)n);
-            enum smtp_body_result r = smtp_server_body(s, p, (size_t)n, &consumed, w->now_ms);
-            conn_body_result(w, c, r, p + consumed, (size_t)n - consumed);
+            e = conn_body_store(w, c, p, into, (size_t)n);
+            enum smtp_body_result r;
+            if (e < 0) {
+                conn_body_storage_failed(w, c, e);   /* the session discards on */
+                r = smtp_server_body(s, into, (size_t)n, &consumed, w->now_ms);
+            } else {
+                r = smtp_server_body(s, p, (size_t)n, &consumed, w->now_ms);
+                into = p;
+            }
+            conn_body_result(w, c, r, into + consumed, (size_t)n - consumed);
             continue;
         }
         long n = tls_stream_read(&c->tls, w->tls_scratch, WORKER_TLS_SCRATCH);
@@ -805,12 +859,12 @@ conn_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
         return;
     }
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-    const uint8_t *data = w->buf_base + (size_t)bid * w->buf_size;
+    const uint8_t *data = buf_pool_data(&w->cmd_bufs, bid);
     size_t n = (size_t)res;
     if (c->tls_on) {
         if (c->phase == CONN_OPEN)
             tls_stream_feed(&c->tls, data, n);   /* copied: the buffer goes back now */
-        worker_recycle_buffer(w, bid);
+        buf_pool_recycle(&w->cmd_bufs, bid);
         if (c->phase == CONN_OPEN && conn_tls_handshake(w, c))
             conn_tls_input(w, c);
         conn_mark_dirty(w, c);
@@ -828,25 +882,29 @@ conn_on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
             conn_handle_actions(w, c);
         }
     }
-    worker_recycle_buffer(w, bid);
+    buf_pool_recycle(&w->cmd_bufs, bid);
     conn_mark_dirty(w, c);
 }
 
+/* A body receive completed: res octets at src, which belong at dst in the
+ * spool chunk (src == dst when received in place). */
 static void
-conn_on_body_recv(struct worker *w, struct conn *c, int res)
+conn_body_received(struct worker *w, struct conn *c, int res, uint8_t *dst,
+                   const uint8_t *src)
 {
-    uint8_t *dst = c->body_ptr;
-    c->recv_armed = false;
-    c->body_ptr = NULL;
     if (c->msg != NULL && (c->phase != CONN_OPEN || c->smtp.state != SMTP_ST_BODY)) {
         /* The message was given up while this receive was in flight
          * (deadline, shutdown, close): only now may its chunk go back. */
         spool_msg_abort(c->msg);
         c->msg = NULL;
-        if (c->phase != CONN_CLOSING && (res > 0 || res == -ECANCELED)) {
+        if (c->phase != CONN_CLOSING && (res > 0 || res == -ECANCELED || res == -ENOBUFS)) {
             conn_mark_dirty(w, c);   /* carry on: final reply, then linger */
             return;
         }
+    }
+    if (res == -ENOBUFS && c->phase == CONN_OPEN) {
+        conn_mark_dirty(w, c);   /* no body buffer free right now: re-arm after the batch */
+        return;
     }
     if (res <= 0 || c->phase != CONN_OPEN) {
         /* Peer gone mid-body (RELIABILITY row 50): the message never got a
@@ -858,11 +916,30 @@ conn_on_body_recv(struct worker *w, struct conn *c, int res)
         return;
     }
     size_t n = (size_t)res;
-    spool_msg_wrote(c->msg, n);
     size_t consumed = 0;
-    enum smtp_body_result r = smtp_server_body(&c->smtp, dst, n, &consumed, w->now_ms);
-    conn_body_result(w, c, r, dst + consumed, n - consumed);
+    int e = conn_body_store(w, c, dst, src, n);
+    if (e < 0)
+        conn_body_storage_failed(w, c, e);   /* the session discards the rest */
+    else
+        src = dst;
+    enum smtp_body_result r = smtp_server_body(&c->smtp, src, n, &consumed, w->now_ms);
+    conn_body_result(w, c, r, src + consumed, n - consumed);
     conn_mark_dirty(w, c);
+}
+
+static void
+conn_on_body_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
+{
+    uint8_t *dst = c->body_ptr;
+    c->recv_armed = false;
+    c->body_ptr = NULL;
+    if (!(cqe->flags & IORING_CQE_F_BUFFER)) {
+        conn_body_received(w, c, cqe->res, dst, dst);
+        return;
+    }
+    unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    conn_body_received(w, c, cqe->res, dst, buf_pool_data(&w->body_bufs, bid));
+    buf_pool_recycle(&w->body_bufs, bid);
 }
 
 static void
@@ -893,7 +970,7 @@ conn_on_cqe(struct worker *w, enum io_op op, struct conn *c, struct io_uring_cqe
         conn_on_recv(w, c, cqe);
         break;
     case OP_BODY_RECV:
-        conn_on_body_recv(w, c, cqe->res);
+        conn_on_body_recv(w, c, cqe);
         break;
     case OP_SEND:
         conn_on_send(w, c, cqe->res);

@@ -205,6 +205,29 @@ segfile_release_pages(uint8_t *p, size_t len)
 }
 
 int
+segfile_store(const struct spool_segment *seg, const uint8_t *at, const void *src, size_t n)
+{
+    const uint8_t *s = src;
+    off_t off = (off_t)(at - seg->base);
+    if (at < seg->base || n > seg->size || (size_t)off > seg->size - n)
+        return -EINVAL;
+    while (n > 0) {
+        ssize_t k = pwrite(seg->fd, s, n, off);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (k == 0)
+            return -EIO;
+        s += k;
+        off += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int
 segfile_parse_name(const char *name, uint32_t *worker, uint64_t *seq)
 {
     const char *p = name;

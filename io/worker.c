@@ -40,6 +40,8 @@
 #define WORKER_SQ_ENTRIES 4096
 #define WORKER_BUF_COUNT 1024
 #define WORKER_BUF_SIZE 4096
+#define WORKER_BODY_BUF_COUNT 64
+#define WORKER_BODY_BUF_SIZE (64u << 10)
 #define WORKER_TICK_MS 100
 
 uint64_t
@@ -121,34 +123,60 @@ worker_sqe(struct worker *w)
 
 /* --- provided buffers --------------------------------------------------- */
 
-/* Provided buffers for command-phase receives: the kernel picks one only
- * when data arrives, so idle sessions hold none. */
 static int
-worker_setup_buffers(struct worker *w)
+buf_pool_setup(struct io_uring *ring, struct buf_pool *bp, unsigned group, unsigned count,
+               unsigned size)
 {
     int r = 0;
-    w->buf_group = 0;
-    w->br = uring_compat_setup_buf_ring(&w->ring, WORKER_BUF_COUNT, (int)w->buf_group, &r);
-    if (w->br == NULL)
+    bp->br = uring_compat_setup_buf_ring(ring, count, (int)group, &r);
+    if (bp->br == NULL)
         return r;
-    w->buf_count = WORKER_BUF_COUNT;
-    w->buf_size = WORKER_BUF_SIZE;
-    w->buf_base = xmalloc((size_t)w->buf_count * w->buf_size);
-    int mask = io_uring_buf_ring_mask(w->buf_count);
-    for (unsigned i = 0; i < w->buf_count; i++)
-        io_uring_buf_ring_add(w->br, w->buf_base + (size_t)i * w->buf_size, w->buf_size,
-                              (unsigned short)i, mask, (int)i);
-    io_uring_buf_ring_advance(w->br, (int)w->buf_count);
+    bp->group = group;
+    bp->count = count;
+    bp->size = size;
+    bp->base = xmalloc((size_t)count * size);
+    int mask = io_uring_buf_ring_mask(count);
+    for (unsigned i = 0; i < count; i++)
+        io_uring_buf_ring_add(bp->br, bp->base + (size_t)i * size, size, (unsigned short)i,
+                              mask, (int)i);
+    io_uring_buf_ring_advance(bp->br, (int)count);
     return 0;
 }
 
-/* Hands a provided buffer back to the kernel once its octets are consumed. */
-void
-worker_recycle_buffer(struct worker *w, unsigned bid)
+static void
+buf_pool_free(struct buf_pool *bp)
 {
-    io_uring_buf_ring_add(w->br, w->buf_base + (size_t)bid * w->buf_size, w->buf_size,
-                          (unsigned short)bid, io_uring_buf_ring_mask(w->buf_count), 0);
-    io_uring_buf_ring_advance(w->br, 1);
+    if (bp->br != NULL)
+        munmap(bp->br, bp->count * sizeof(struct io_uring_buf));
+    xfree(bp->base);
+}
+
+uint8_t *
+buf_pool_data(const struct buf_pool *bp, unsigned bid)
+{
+    return bp->base + (size_t)bid * bp->size;
+}
+
+void
+buf_pool_recycle(struct buf_pool *bp, unsigned bid)
+{
+    io_uring_buf_ring_add(bp->br, buf_pool_data(bp, bid), bp->size, (unsigned short)bid,
+                          io_uring_buf_ring_mask(bp->count), 0);
+    io_uring_buf_ring_advance(bp->br, 1);
+}
+
+/* Command-phase receives take 4 KiB buffers. With spool_receive=buffered,
+ * body receives take larger ones from their own group: each is written to
+ * the segment and handed back as soon as its completion is handled, so a
+ * few dozen serve every session of the worker. */
+static int
+worker_setup_buffers(struct worker *w)
+{
+    int r = buf_pool_setup(&w->ring, &w->cmd_bufs, 0, WORKER_BUF_COUNT, WORKER_BUF_SIZE);
+    if (r == 0 && w->d->cfg->spool_receive == SPOOL_RECEIVE_BUFFERED)
+        r = buf_pool_setup(&w->ring, &w->body_bufs, 1, WORKER_BODY_BUF_COUNT,
+                           WORKER_BODY_BUF_SIZE);
+    return r;
 }
 
 /* --- segments ----------------------------------------------------------- */
@@ -842,9 +870,8 @@ worker_free(struct worker *w)
         close(w->wake_fd);
     if (w->ring.ring_fd > 0)
         io_uring_queue_exit(&w->ring);
-    if (w->br != NULL)
-        munmap(w->br, WORKER_BUF_COUNT * sizeof(struct io_uring_buf));
-    xfree(w->buf_base);
+    buf_pool_free(&w->cmd_bufs);
+    buf_pool_free(&w->body_bufs);
     xfree(w->tls_scratch);
     outbuf_free(&w->tls_plain);
     xfree(w);

@@ -157,7 +157,6 @@ struct conn {
     size_t sent;
     struct spool_msg *msg;      /* message being received, or NULL */
     uint8_t *body_ptr;          /* where the armed body recv writes */
-    size_t body_room;
     struct spool_ticket ticket;
     struct envelope *pending_env; /* envelope of the message waiting for commit */
     uint64_t pending_qid;
@@ -173,18 +172,25 @@ struct conn {
     struct smtp_server smtp;
 };
 
+/* Provided buffers (a buffer ring): the kernel picks one only when data
+ * arrives, so idle sessions hold none. */
+struct buf_pool {
+    struct io_uring_buf_ring *br;
+    uint8_t *base;
+    unsigned count;             /* a power of two */
+    unsigned size;
+    unsigned group;
+};
+
 struct worker {
     _Alignas(16) unsigned id;
     struct daemon *d;
     pthread_t thread;
     struct io_uring ring;
     bool ring_disabled;         /* created R_DISABLED; the thread enables it */
-    /* provided buffers for command-phase receives */
-    struct io_uring_buf_ring *br;
-    uint8_t *buf_base;
-    unsigned buf_count;
-    unsigned buf_size;
-    unsigned buf_group;
+    struct buf_pool cmd_bufs;   /* command-phase receives (group 0) */
+    struct buf_pool body_bufs;  /* body receives with spool_receive=buffered
+                                   (group 1); unset otherwise */
     /* listeners (one SO_REUSEPORT socket per endpoint per worker) */
     struct listener *listeners;
     size_t nlisteners;
@@ -252,7 +258,10 @@ void worker_message_accepted(struct worker *w, struct queue_msg *m);
  * next hop when a relayhost or transport_map hop applies (so that hop's
  * limits hold daemon-wide), else of the domain. */
 unsigned worker_owner(const struct daemon *d, const char *domain);
-void worker_recycle_buffer(struct worker *w, unsigned bid);
+/* Where provided buffer bid's octets are; and handing it back once they
+ * are consumed. */
+uint8_t *buf_pool_data(const struct buf_pool *bp, unsigned bid);
+void buf_pool_recycle(struct buf_pool *bp, unsigned bid);
 #define WORKER_TLS_SCRATCH 16384   /* one TLS record of plaintext */
 
 

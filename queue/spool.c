@@ -658,6 +658,12 @@ spool_msg_space(struct spool_msg *m, uint8_t **p, size_t *avail)
     return 0;
 }
 
+struct spool_segment *
+spool_msg_space_segment(const struct spool_msg *m)
+{
+    return m->has_chunk ? m->cseg : NULL;
+}
+
 int
 spool_msg_append(struct spool_msg *m, const void *src, size_t n)
 {

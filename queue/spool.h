@@ -257,6 +257,9 @@ int spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
  * reserved (chunks double up to 1 MiB). Returns 0 or -ENOSPC / -EIO.
  */
 int spool_msg_space(struct spool_msg *m, uint8_t **p, size_t *avail);
+/* The segment that space lies in (for writing it through the file instead
+ * of the mapping); valid after a successful spool_msg_space. */
+struct spool_segment *spool_msg_space_segment(const struct spool_msg *m);
 /* Copies n octets in, across chunks as needed (space, copy, wrote).
  * Returns 0 or -ENOSPC / -EIO; on failure the message must be aborted. */
 int spool_msg_append(struct spool_msg *m, const void *src, size_t n);

@@ -313,13 +313,20 @@ class CrashTest(DaemonTest):
 
     def test_kill9_under_load_keeps_every_acknowledged_message(self):
         """Rows 39 and 40: SIGKILL at random moments under load, 4 rounds."""
+        self.check_kill9_under_load(4)
+
+    def test_kill9_under_load_with_buffered_receive(self):
+        """The same with bodies written through the file (pwrite), 2 rounds."""
+        self.check_kill9_under_load(2, spool_receive="buffered")
+
+    def check_kill9_under_load(self, rounds, **settings):
         rng = random.Random()
         seed = rng.getrandbits(32)
         rng.seed(seed)
         # Small segments: many rollovers, messages spanning segments.
-        d = self.daemon(spool_segment_size="1M")
+        d = self.daemon(spool_segment_size="1M", **settings)
         all_msgs = []
-        for rnd in range(4):
+        for rnd in range(rounds):
             load = Load(d.port, nthreads=16, seed=rng.getrandbits(64), prefix="r%d" % rnd)
             load.start()
             time.sleep(rng.uniform(0.5, 3.0))

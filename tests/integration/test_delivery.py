@@ -501,8 +501,17 @@ class CaptureTests(DaemonTest):
         return self.daemon(relayhost="[127.0.0.1]:%d" % cap.port, **settings)
 
     def test_relayhost_bodies_and_envelopes_byte_for_byte(self):
+        self.check_bodies_and_envelopes_byte_for_byte()
+
+    def test_buffered_receive_bodies_and_envelopes_byte_for_byte(self):
+        # spool_receive=buffered: bodies go through the worker's receive
+        # buffers and pwrite into the segment; what is stored and delivered
+        # is the same, chunk boundaries and interleaving included.
+        self.check_bodies_and_envelopes_byte_for_byte(spool_receive="buffered")
+
+    def check_bodies_and_envelopes_byte_for_byte(self, **settings):
         cap = self.capture()
-        d = self.relay_daemon(cap)
+        d = self.relay_daemon(cap, **settings)
         sent = {}   # subject tag -> (sender, rcpts, body, mail_params)
 
         def go(tag, sender, rcpts, body, params=""):
@@ -593,8 +602,14 @@ class CaptureTests(DaemonTest):
         self.assertNotIn("zero-copy send not supported", d.log())
 
     def test_bdat_received_mail_goes_out_by_data_dot_stuffed(self):
+        self.check_bdat_goes_out_by_data_dot_stuffed()
+
+    def test_buffered_receive_bdat_goes_out_by_data_dot_stuffed(self):
+        self.check_bdat_goes_out_by_data_dot_stuffed(spool_receive="buffered")
+
+    def check_bdat_goes_out_by_data_dot_stuffed(self, **settings):
         cap = self.capture()
-        d = self.relay_daemon(cap)
+        d = self.relay_daemon(cap, **settings)
         cases = {
             "bdat-dots@example.org": [b"Subject: bdat dots\r\n\r\n.\r\n..\r\n.lead",
                                       b"ing\r\nmid\r\n.", b"\r\n...x\r\n.\r\n"],

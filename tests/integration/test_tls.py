@@ -229,7 +229,13 @@ class TlsTest(DaemonTest):
     # --- implicit TLS (submissions) ----------------------------------------
 
     def test_implicit_tls_banner_inside_tls_and_byte_exact_body(self):
-        d = self.tls_daemon()
+        self.check_implicit_tls_byte_exact_body()
+
+    def test_buffered_receive_over_tls_stores_the_body_byte_exact(self):
+        self.check_implicit_tls_byte_exact_body(spool_receive="buffered")
+
+    def check_implicit_tls_byte_exact_body(self, **settings):
+        d = self.tls_daemon(**settings)
         s = implicit_session(self.sub_port)
         self.assertEqual(s.banner[0], 220)
         code, texts = s.send_cmd("EHLO c.test")
@@ -254,7 +260,13 @@ class TlsTest(DaemonTest):
         self.assertEqual(len(self.queued(d)), 2)
 
     def test_bdat_pipelined_over_tls(self):
-        d = self.tls_daemon()
+        self.check_bdat_pipelined_over_tls()
+
+    def test_buffered_receive_bdat_pipelined_over_tls(self):
+        self.check_bdat_pipelined_over_tls(spool_receive="buffered")
+
+    def check_bdat_pipelined_over_tls(self, **settings):
+        d = self.tls_daemon(**settings)
         s = implicit_session(self.sub_port)
         self.assertEqual(s.send_cmd("EHLO c.test")[0], 250)
         chunk1 = b"Subject: bdat\r\n\r\nfirst part\r\n.\r\n"

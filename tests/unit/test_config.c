@@ -52,6 +52,7 @@ Test(config, defaults_match_the_documentation)
     cr_assert_str_eq(cfg.spool_dir, "./var/spool");
     cr_assert_eq(cfg.spool_segment_size, 64ull << 20);
     cr_assert_eq(cfg.durability, DURABILITY_FSYNC);
+    cr_assert_eq(cfg.spool_receive, SPOOL_RECEIVE_MAPPED);
     cr_assert_str_eq(cfg.relay_domains, "");
     cr_assert_str_eq(cfg.relay_networks, "127.0.0.0/8, ::1");
     cr_assert_eq(cfg.message_size_limit, 10240000);
@@ -285,6 +286,9 @@ ParameterizedTestParameters(config, set_accepts_good_values_and_explains_bad_one
         {"durability", "none", ""},
         {"durability", "sometimes",
          "bad value for durability: 'sometimes' (expected fsync or none)"},
+        {"spool_receive", "buffered", ""},
+        {"spool_receive", "copied",
+         "bad value for spool_receive: 'copied' (expected mapped or buffered)"},
         {"log_level", "debug", ""},
         {"log_level", "verbose",
          "bad value for log_level: 'verbose' (expected error, warn, info or debug)"},
