@@ -164,22 +164,14 @@ conn_body_buffered(const struct worker *w)
 }
 
 /* n body octets at src belong at dst, the space spool_msg_space gave: in
- * place already (src == dst), else put there (through the file when
- * buffered, by memcpy into the mapping when not); then counted as stored.
+ * place already (src == dst), else put there by the spool (pwrite when
+ * buffered, memcpy into the mapping when not); then counted as stored.
  * 0 or -errno (the message must then be given up). */
 static int
-conn_body_store(struct worker *w, struct conn *c, uint8_t *dst, const uint8_t *src,
-                size_t n)
+conn_body_store(struct conn *c, uint8_t *dst, const uint8_t *src, size_t n)
 {
-    if (src != dst) {
-        if (conn_body_buffered(w)) {
-            int r = segfile_store(spool_msg_space_segment(c->msg), dst, src, n);
-            if (r < 0)
-                return r;
-        } else {
-            memcpy(dst, src, n);
-        }
-    }
+    if (src != dst)
+        return spool_msg_put(c->msg, src, n);
     spool_msg_wrote(c->msg, n);
     return 0;
 }
@@ -578,7 +570,7 @@ conn_feed_body_prefix(struct worker *w, struct conn *c)
             }
             if (want > avail)
                 want = avail;
-            e = conn_body_store(w, c, dst, p, want);
+            e = conn_body_store(c, dst, p, want);
             if (e < 0) {
                 conn_body_storage_failed(w, c, e);
                 continue;
@@ -734,7 +726,7 @@ conn_tls_input(struct worker *w, struct conn *c)
                     conn_tls_failed(w, c, n);
                 return;
             }
-            e = conn_body_store(w, c, p, into, (size_t)n);
+            e = conn_body_store(c, p, into, (size_t)n);
             enum smtp_body_result r;
             if (e < 0) {
                 conn_body_storage_failed(w, c, e);   /* the session discards on */
@@ -917,7 +909,7 @@ conn_body_received(struct worker *w, struct conn *c, int res, uint8_t *dst,
     }
     size_t n = (size_t)res;
     size_t consumed = 0;
-    int e = conn_body_store(w, c, dst, src, n);
+    int e = conn_body_store(c, dst, src, n);
     if (e < 0)
         conn_body_storage_failed(w, c, e);   /* the session discards the rest */
     else

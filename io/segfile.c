@@ -205,14 +205,13 @@ segfile_release_pages(uint8_t *p, size_t len)
 }
 
 int
-segfile_store(const struct spool_segment *seg, const uint8_t *at, const void *src, size_t n)
+segfile_store(const struct spool_segment *seg, size_t off, const void *src, size_t n)
 {
     const uint8_t *s = src;
-    off_t off = (off_t)(at - seg->base);
-    if (at < seg->base || n > seg->size || (size_t)off > seg->size - n)
+    if (n > seg->size || off > seg->size - n)
         return -EINVAL;
     while (n > 0) {
-        ssize_t k = pwrite(seg->fd, s, n, off);
+        ssize_t k = pwrite(seg->fd, s, n, (off_t)off);
         if (k < 0) {
             if (errno == EINTR)
                 continue;

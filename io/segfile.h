@@ -73,13 +73,13 @@ struct segfile_entry {
 void segfile_release_pages(uint8_t *p, size_t len);
 
 /*
- * Stores n octets at `at` (inside seg's mapping) through the file, with
- * pwrite(2): the page cache gets them without any page-table work (no write
- * fault, no write-protect flush at writeback). A page-cache copy: it does not
- * block on the disk (the blocks are fallocated). 0 or -errno.
+ * The spool_store_fn of spool_receive=buffered: stores n octets at off in
+ * seg's file with pwrite(2). The page cache gets them without any page-table
+ * work (no write fault, no write-protect flush at writeback), and the
+ * mapping sees them (one page cache). It does not wait for the disk: the
+ * blocks are fallocated. 0 or -errno.
  */
-int segfile_store(const struct spool_segment *seg, const uint8_t *at, const void *src,
-                  size_t n);
+int segfile_store(const struct spool_segment *seg, size_t off, const void *src, size_t n);
 
 /* Parses "w<W>-<seq hex>.seg"; 0 or -EINVAL. */
 int segfile_parse_name(const char *name, uint32_t *worker, uint64_t *seq);

@@ -21,7 +21,8 @@
  * - A failed fsync is final (RELIABILITY "fsyncgate"): the segment is
  *   sealed, its unsynced tickets answer -EIO, and nothing new goes there.
  *
- * Hazards: stores into the mapping are plain memcpy; ordering on disk comes
+ * Hazards: stores are plain memcpy into the mapping, or pwrite through the
+ * store function io/ may set (spool_set_store); ordering on disk comes
  * only from io/'s fdatasync. A record header rewritten in place (RESERVED ->
  * BODY) can tear on a crash before that sync: the header CRC catches it.
  */
@@ -53,6 +54,7 @@ struct spool {
     size_t segment_size;
     uint64_t next_seq;
     bool nosync;
+    spool_store_fn *store;      /* NULL: memcpy into the mapping */
     bool cur_failed;            /* current failed, no spare took over yet */
     struct spool_segment *cur;
     struct spool_segment *spare;
@@ -214,6 +216,37 @@ spool_all_add(struct spool *sp, struct spool_segment *seg)
     sp->all[sp->nall++] = seg;
 }
 
+/* Every append-side store into a segment goes through here: a memcpy into
+ * the mapping, or the owner's store function when it has one. A failed store
+ * fails the segment as a failed fsync does: nothing in it is claimed again. */
+static void spool_segment_fail(struct spool *sp, struct spool_segment *seg);
+
+static void
+spool_store(struct spool_segment *seg, size_t off, const void *src, size_t n)
+{
+    struct spool *sp = seg->owner;
+    if (n == 0)
+        return;
+    if (sp == NULL || sp->store == NULL) {
+        memcpy(seg->base + off, src, n);
+        return;
+    }
+    if (!seg->failed && sp->store(seg, off, src, n) < 0)
+        spool_segment_fail(sp, seg);
+}
+
+static void
+spool_store_zeros(struct spool_segment *seg, size_t off, size_t n)
+{
+    static const uint8_t zeros[512];
+    while (n > 0) {
+        size_t k = n < sizeof zeros ? n : sizeof zeros;
+        spool_store(seg, off, zeros, k);
+        off += k;
+        n -= k;
+    }
+}
+
 struct spool_segment *
 spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size_t size,
                      uint64_t salt)
@@ -233,14 +266,15 @@ spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size
     seg->owner = sp;
     atomic_init(&seg->refs, 1);
 
-    uint8_t *h = base;
-    memset(h, 0, SPOOL_SEGMENT_HEADER_SIZE);
+    uint8_t h[SPOOL_SEGMENT_HEADER_SIZE];
+    memset(h, 0, sizeof h);
     memcpy(h, SPOOL_SEGMENT_MAGIC, 8);
     le_put_u32(h + 8, SPOOL_SEGMENT_VERSION);
     le_put_u32(h + 12, sp->worker);
     le_put_u64(h + 16, seq);
     le_put_u64(h + 24, salt);
     le_put_u32(h + 60, crc32c(0, h, 60));
+    spool_store(seg, 0, h, sizeof h);
 
     spool_all_add(sp, seg);
     if (seq >= sp->next_seq)
@@ -371,7 +405,7 @@ spool_write_header(struct spool_segment *seg, size_t off, uint8_t type, uint8_t 
     le_put_u64(h + 16, qid);
     le_put_u32(h + 24, payload_crc);
     le_put_u32(h + 28, spool_record_header_crc(seg->salt, h));
-    memcpy(seg->base + off, h, sizeof h);
+    spool_store(seg, off, h, sizeof h);
 }
 
 /* Appends a whole record (payload copied). m, if given, owns the record. */
@@ -388,11 +422,11 @@ spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
     int rc = spool_place(sp, m, want, want, &seg, &off, &span);
     if (rc < 0)
         return rc;
-    uint8_t *pl = seg->base + off + SPOOL_RECORD_HEADER_SIZE;
-    if (len)
-        memcpy(pl, payload, len);
-    memset(pl + len, 0, span - SPOOL_RECORD_HEADER_SIZE - len);
-    spool_write_header(seg, off, type, flags, span, len, qid, crc32c(0, pl, len));
+    size_t pl = off + SPOOL_RECORD_HEADER_SIZE;
+    spool_store(seg, pl, payload, len);
+    spool_store_zeros(seg, pl + len, span - SPOOL_RECORD_HEADER_SIZE - len);
+    spool_write_header(seg, off, type, flags, span, len, qid,
+                       crc32c(0, payload, len));
     if (segp)
         *segp = seg;
     if (offp)
@@ -477,6 +511,13 @@ spool_sync_done(struct spool *sp, struct spool_segment *seg, int res)
             seg->sync_gen = gen;
         return;
     }
+    spool_segment_fail(sp, seg);
+}
+
+/* Never written again, its bytes never claimed (RELIABILITY "fsyncgate"). */
+static void
+spool_segment_fail(struct spool *sp, struct spool_segment *seg)
+{
     seg->failed = true;
     seg->sealed = true;
     if (seg == sp->spare)
@@ -486,6 +527,12 @@ spool_sync_done(struct spool *sp, struct spool_segment *seg, int res)
         sp->spare = NULL;
         sp->cur_failed = sp->cur == NULL;
     }
+}
+
+void
+spool_set_store(struct spool *sp, spool_store_fn *store)
+{
+    sp->store = store;
 }
 
 int
@@ -562,9 +609,11 @@ spool_msg_reserve(struct spool_msg *m)
     int rc = spool_place(m->sp, m, fixed + 8, fixed + m->next_cap, &seg, &off, &span);
     if (rc < 0)
         return rc;
-    uint8_t *pl = seg->base + off + SPOOL_RECORD_HEADER_SIZE;
-    le_put_u32(pl, m->nchunks);
-    le_put_u32(pl + 4, 0);
+    uint8_t prefix[SPOOL_CHUNK_PREFIX];
+    _Static_assert(SPOOL_CHUNK_PREFIX == 8, "chunk prefix: number, then zero");
+    le_put_u32(prefix, m->nchunks);
+    le_put_u32(prefix + 4, 0);
+    spool_store(seg, off + SPOOL_RECORD_HEADER_SIZE, prefix, sizeof prefix);
     spool_write_header(seg, off, SPOOL_REC_RESERVED, m->flags, span, 0, m->qid, 0);
     m->has_chunk = true;
     m->cseg = seg;
@@ -593,13 +642,13 @@ spool_msg_seal(struct spool_msg *m)
 {
     struct spool *sp = m->sp;
     struct spool_segment *seg = m->cseg;
-    uint8_t *pl = seg->base + m->coff + SPOOL_RECORD_HEADER_SIZE;
+    size_t pl = m->coff + SPOOL_RECORD_HEADER_SIZE;
     size_t len = SPOOL_CHUNK_PREFIX + m->cused;
     size_t span = m->cspan;
 
     /* Octets written then given back (unwrite) must not linger as junk. */
     if (m->chi > m->cused)
-        memset(pl + len, 0, m->chi - m->cused);
+        spool_store_zeros(seg, pl + len, m->chi - m->cused);
     if (seg == sp->cur && !seg->failed && seg->tail == m->coff + span) {
         span = spool_align8(SPOOL_RECORD_HEADER_SIZE + len);
         seg->tail = m->coff + span;
@@ -658,10 +707,18 @@ spool_msg_space(struct spool_msg *m, uint8_t **p, size_t *avail)
     return 0;
 }
 
-struct spool_segment *
-spool_msg_space_segment(const struct spool_msg *m)
+int
+spool_msg_put(struct spool_msg *m, const void *src, size_t n)
 {
-    return m->has_chunk ? m->cseg : NULL;
+    if (!m->has_chunk || n > m->ccap - m->cused)
+        return -EINVAL;
+    struct spool_segment *seg = m->cseg;
+    spool_store(seg, m->coff + SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + m->cused, src,
+                n);
+    if (seg->failed)
+        return -EIO;
+    spool_msg_wrote(m, n);
+    return 0;
 }
 
 int
@@ -675,8 +732,9 @@ spool_msg_append(struct spool_msg *m, const void *src, size_t n)
         if (rc < 0)
             return rc;
         size_t k = n < avail ? n : avail;
-        memcpy(p, s, k);
-        spool_msg_wrote(m, k);
+        rc = spool_msg_put(m, s, k);
+        if (rc < 0)
+            return rc;
         s += k;
         n -= k;
     }
@@ -718,10 +776,9 @@ spool_msg_unwrite(struct spool_msg *m, size_t n)
         size_t k = n < c->len ? n : c->len;
         if (k == 0)
             continue;
-        uint8_t *body = c->seg->base + c->off + SPOOL_RECORD_HEADER_SIZE
-                        + SPOOL_CHUNK_PREFIX;
         c->len -= (uint32_t)k;
-        memset(body + c->len, 0, k);
+        spool_store_zeros(c->seg, c->off + SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + c->len,
+                          k);
         size_t span = le_get_u32(c->seg->base + c->off + 8);
         spool_msg_write_body_header(m, c->seg, c->off, span, c->len);
         n -= k;
@@ -824,8 +881,8 @@ spool_msg_abort(struct spool_msg *m)
         struct spool_segment *seg = m->cseg;
         if (seg == sp->cur && !seg->failed && seg->tail == m->coff + m->cspan) {
             /* Tail: give the whole chunk back, zeroed. */
-            memset(seg->base + m->coff, 0,
-                   SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + m->chi);
+            spool_store_zeros(seg, m->coff,
+                              SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + m->chi);
             seg->tail = m->coff;
         }
         /* Otherwise it stays RESERVED, which recovery skips by span. */
@@ -963,8 +1020,8 @@ spool_retire_write(struct spool_segment *seg, uint32_t off, uint64_t qid)
         return false;
     h[4] = SPOOL_REC_RETIRED;
     le_put_u32(h + 28, spool_record_header_crc(seg->salt, h));
-    memcpy(seg->base + off, h, sizeof h);
-    return true;
+    spool_store(seg, off, h, sizeof h);
+    return !seg->failed;
 }
 
 void

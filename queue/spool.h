@@ -234,6 +234,16 @@ struct spool_segment *spool_segment_attach(struct spool *sp, uint64_t seq, int f
 void spool_segment_get(struct spool_segment *seg);
 void spool_segment_put(struct spool_segment *seg);
 typedef void spool_unmap_fn(struct spool_segment *seg);
+/*
+ * How the append side stores into its segments. Without one (the default)
+ * every record and body octet is a memcpy into the mapping; with one, every
+ * store the spool makes goes through it (io/: pwrite at off, so no page of
+ * the mapping is written; spool_receive=buffered). 0 or -errno; a failure
+ * fails the segment like a failed fsync. Set before any segment is attached.
+ */
+typedef int spool_store_fn(const struct spool_segment *seg, size_t off, const void *src,
+                           size_t n);
+void spool_set_store(struct spool *sp, spool_store_fn *store);
 void spool_set_unmap(spool_unmap_fn *fn);
 /* Checks a segment header (magic, version, CRC) and reads its fields.
  * Returns 0 or -EINVAL. Any out pointer may be NULL. */
@@ -257,9 +267,10 @@ int spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
  * reserved (chunks double up to 1 MiB). Returns 0 or -ENOSPC / -EIO.
  */
 int spool_msg_space(struct spool_msg *m, uint8_t **p, size_t *avail);
-/* The segment that space lies in (for writing it through the file instead
- * of the mapping); valid after a successful spool_msg_space. */
-struct spool_segment *spool_msg_space_segment(const struct spool_msg *m);
+/* Stores n octets (at most the last space's *avail) at the last space and
+ * counts them written; through the spool's store function if it has one.
+ * 0, or -EIO when the store failed (the segment is failed; abort). */
+int spool_msg_put(struct spool_msg *m, const void *src, size_t n);
 /* Copies n octets in, across chunks as needed (space, copy, wrote).
  * Returns 0 or -ENOSPC / -EIO; on failure the message must be aborted. */
 int spool_msg_append(struct spool_msg *m, const void *src, size_t n);

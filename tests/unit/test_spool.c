@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "crc32c.h"
@@ -1057,5 +1058,129 @@ Test(spool, commit_extents_match_what_recovery_finds)
     cr_assert_eq(k, n);
     spool_recovery_free(&r);
     spool_extents_release(ext, n);
+    spool_free(sp);
+}
+
+/* --- a store function (spool_receive=buffered) ---------------------------- */
+
+/* The segment is a memfd mapped read-only: a store through the mapping would
+ * fault and kill the test; the store function writes the file with pwrite,
+ * which the mapping then shows. */
+static int test_store_calls, test_store_fail_after = -1;
+
+static int
+test_pwrite_store(const struct spool_segment *seg, size_t off, const void *src, size_t n)
+{
+    if (test_store_fail_after >= 0 && test_store_calls >= test_store_fail_after)
+        return -EIO;
+    test_store_calls++;
+    cr_assert_eq(pwrite(seg->fd, src, n, (off_t)off), (ssize_t)n);
+    return 0;
+}
+
+static struct spool_segment *
+test_attach_readonly_file(struct spool *sp, size_t size)
+{
+    int fd = memfd_create("test-spool", 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(ftruncate(fd, (off_t)size), 0);
+    uint8_t *base = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    cr_assert_neq(base, MAP_FAILED);
+    uint64_t seq = spool_next_segment_seq(sp);
+    struct spool_segment *seg = spool_segment_attach(sp, seq, fd, base, size,
+                                                     0x5a17c0ffee000000ull + seq);
+    cr_assert_not_null(seg);
+    return seg;
+}
+
+Test(spool, with_a_store_function_nothing_is_stored_through_the_mapping)
+{
+    test_store_calls = 0;
+    test_store_fail_after = -1;
+    struct spool *sp = spool_new(0, 8 << 20);
+    spool_set_store(sp, test_pwrite_store);
+    struct spool_segment *seg = test_attach_readonly_file(sp, 8 << 20);
+    struct envelope env = test_env();
+    enum { N = 4 };
+    size_t sizes[N] = { 0, 700, 9000, 300000 };
+    struct spool_msg *m[N];
+    uint8_t *src[N];
+    size_t done[N] = { 0 };
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(spool_msg_begin(sp, 200 + i, &env, 0, i % 2, &m[i]), 0);
+        src[i] = xmalloc(sizes[i] + 16);
+        test_fill(src[i], sizes[i], 200 + i);
+        memcpy(src[i] + sizes[i], "\r\nQUIT\r\n", 8);   /* given back below */
+    }
+    /* Interleaved, 1000 octets at a time, each message's 8 extra octets too. */
+    bool more = true;
+    while (more) {
+        more = false;
+        for (int i = 0; i < N; i++) {
+            if (done[i] == sizes[i] + 8)
+                continue;
+            uint8_t *p;
+            size_t avail;
+            cr_assert_eq(spool_msg_space(m[i], &p, &avail), 0);
+            size_t k = sizes[i] + 8 - done[i];
+            if (k > avail)
+                k = avail;
+            if (k > 1000)
+                k = 1000;
+            cr_assert_eq(spool_msg_put(m[i], src[i] + done[i], k), 0);
+            done[i] += k;
+            more = true;
+        }
+    }
+    struct spool_msg *aborted;
+    cr_assert_eq(spool_msg_begin(sp, 299, &env, 0, false, &aborted), 0);
+    cr_assert_eq(spool_msg_append(aborted, "never committed", 15), 0);
+    spool_msg_abort(aborted);
+    struct spool_ticket t[N];
+    for (int i = 0; i < N; i++) {
+        spool_msg_unwrite(m[i], 8);
+        cr_assert_eq(spool_msg_commit(m[i], &t[i]), 0);
+        cr_assert_eq(spool_ticket_state(&t[i]), 0);   /* not durable before the fsync */
+    }
+    cr_assert_gt(test_store_calls, 4 * N);
+
+    struct spool_recovery r;
+    test_recover(&r, &seg, 1);
+    cr_assert_eq(r.ndamage, 0);
+    cr_assert_eq(r.nmsgs, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(r.msgs[i].qid, (uint64_t)(200 + i));
+        test_assert_body(&r.msgs[i], sizes[i], 200 + i);
+        free(src[i]);
+    }
+    spool_recovery_free(&r);
+    cr_assert_null(memmem(seg->base, seg->size, "QUIT", 4));
+    cr_assert_null(memmem(seg->base, seg->size, "never committed", 15));
+    spool_free(sp);
+}
+
+Test(spool, a_failed_store_fails_the_segment_and_the_commit)
+{
+    test_store_calls = 0;
+    test_store_fail_after = -1;
+    struct spool *sp = spool_new(0, 8 << 20);
+    spool_set_store(sp, test_pwrite_store);
+    struct spool_segment *seg = test_attach_readonly_file(sp, 8 << 20);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 300, &env, 0, false, &m), 0);
+    uint8_t *p;
+    size_t avail;
+    cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+    test_store_fail_after = test_store_calls;   /* the disk goes bad now */
+    cr_assert_eq(spool_msg_put(m, "body\r\n", 6), -EIO);
+    cr_assert(seg->failed);
+    cr_assert_eq(spool_msg_length(m), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), -EIO);
+    /* The next message finds no usable segment: 451, not a 250. */
+    struct spool_msg *m2;
+    cr_assert_lt(spool_msg_begin(sp, 301, &env, 0, false, &m2), 0);
+    test_store_fail_after = -1;
     spool_free(sp);
 }
