@@ -575,7 +575,7 @@ conn_feed_body_prefix(struct worker *w, struct conn *c)
                 conn_body_storage_failed(w, c, e);
                 continue;
             }
-            smtp_server_drop_body_prefix(s, want);
+            smtp_server_drop_body_prefix(s, want);   /* p may move: scan the stored copy */
             r = smtp_server_body(s, dst, want, &consumed, w->now_ms);
         } else {
             uint8_t tmp[4096];
@@ -727,14 +727,10 @@ conn_tls_input(struct worker *w, struct conn *c)
                 return;
             }
             e = conn_body_store(c, p, into, (size_t)n);
-            enum smtp_body_result r;
-            if (e < 0) {
+            if (e < 0)
                 conn_body_storage_failed(w, c, e);   /* the session discards on */
-                r = smtp_server_body(s, into, (size_t)n, &consumed, w->now_ms);
-            } else {
-                r = smtp_server_body(s, p, (size_t)n, &consumed, w->now_ms);
-                into = p;
-            }
+            enum smtp_body_result r = smtp_server_body(s, into, (size_t)n, &consumed,
+                                                       w->now_ms);
             conn_body_result(w, c, r, into + consumed, (size_t)n - consumed);
             continue;
         }
@@ -909,11 +905,11 @@ conn_body_received(struct worker *w, struct conn *c, int res, uint8_t *dst,
     }
     size_t n = (size_t)res;
     size_t consumed = 0;
+    /* The scanner reads where the octets came in (the buffer when buffered:
+     * the same octets, and no read fault on the mapping). */
     int e = conn_body_store(c, dst, src, n);
     if (e < 0)
         conn_body_storage_failed(w, c, e);   /* the session discards the rest */
-    else
-        src = dst;
     enum smtp_body_result r = smtp_server_body(&c->smtp, src, n, &consumed, w->now_ms);
     conn_body_result(w, c, r, src + consumed, n - consumed);
     conn_mark_dirty(w, c);

@@ -392,10 +392,10 @@ spool_place(struct spool *sp, struct spool_msg *m, size_t min, size_t want,
 }
 
 static void
-spool_write_header(struct spool_segment *seg, size_t off, uint8_t type, uint8_t flags,
-                   size_t span, size_t len, uint64_t qid, uint32_t payload_crc)
+spool_format_header(uint8_t h[SPOOL_RECORD_HEADER_SIZE], const struct spool_segment *seg,
+                    uint8_t type, uint8_t flags, size_t span, size_t len, uint64_t qid,
+                    uint32_t payload_crc)
 {
-    uint8_t h[SPOOL_RECORD_HEADER_SIZE];
     le_put_u32(h, SPOOL_RECORD_MAGIC);
     h[4] = type;
     h[5] = flags;
@@ -405,6 +405,14 @@ spool_write_header(struct spool_segment *seg, size_t off, uint8_t type, uint8_t 
     le_put_u64(h + 16, qid);
     le_put_u32(h + 24, payload_crc);
     le_put_u32(h + 28, spool_record_header_crc(seg->salt, h));
+}
+
+static void
+spool_write_header(struct spool_segment *seg, size_t off, uint8_t type, uint8_t flags,
+                   size_t span, size_t len, uint64_t qid, uint32_t payload_crc)
+{
+    uint8_t h[SPOOL_RECORD_HEADER_SIZE];
+    spool_format_header(h, seg, type, flags, span, len, qid, payload_crc);
     spool_store(seg, off, h, sizeof h);
 }
 
@@ -422,11 +430,16 @@ spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
     int rc = spool_place(sp, m, want, want, &seg, &off, &span);
     if (rc < 0)
         return rc;
-    size_t pl = off + SPOOL_RECORD_HEADER_SIZE;
-    spool_store(seg, pl, payload, len);
-    spool_store_zeros(seg, pl + len, span - SPOOL_RECORD_HEADER_SIZE - len);
-    spool_write_header(seg, off, type, flags, span, len, qid,
-                       crc32c(0, payload, len));
+    /* Formatted whole (header, payload, zero padding), then one store. */
+    uint8_t small[512];
+    uint8_t *rec = span <= sizeof small ? small : xmalloc(span);
+    spool_format_header(rec, seg, type, flags, span, len, qid, crc32c(0, payload, len));
+    if (len)
+        memcpy(rec + SPOOL_RECORD_HEADER_SIZE, payload, len);
+    memset(rec + SPOOL_RECORD_HEADER_SIZE + len, 0, span - SPOOL_RECORD_HEADER_SIZE - len);
+    spool_store(seg, off, rec, span);
+    if (rec != small)
+        xfree(rec);
     if (segp)
         *segp = seg;
     if (offp)
@@ -609,12 +622,13 @@ spool_msg_reserve(struct spool_msg *m)
     int rc = spool_place(m->sp, m, fixed + 8, fixed + m->next_cap, &seg, &off, &span);
     if (rc < 0)
         return rc;
-    uint8_t prefix[SPOOL_CHUNK_PREFIX];
+    /* Header and chunk prefix (its number, then zero) in one store. */
+    uint8_t h[SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX];
     _Static_assert(SPOOL_CHUNK_PREFIX == 8, "chunk prefix: number, then zero");
-    le_put_u32(prefix, m->nchunks);
-    le_put_u32(prefix + 4, 0);
-    spool_store(seg, off + SPOOL_RECORD_HEADER_SIZE, prefix, sizeof prefix);
-    spool_write_header(seg, off, SPOOL_REC_RESERVED, m->flags, span, 0, m->qid, 0);
+    spool_format_header(h, seg, SPOOL_REC_RESERVED, m->flags, span, 0, m->qid, 0);
+    le_put_u32(h + SPOOL_RECORD_HEADER_SIZE, m->nchunks);
+    le_put_u32(h + SPOOL_RECORD_HEADER_SIZE + 4, 0);
+    spool_store(seg, off, h, sizeof h);
     m->has_chunk = true;
     m->cseg = seg;
     m->coff = off;
