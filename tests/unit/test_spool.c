@@ -1093,13 +1093,22 @@ test_attach_readonly_file(struct spool *sp, size_t size)
     return seg;
 }
 
-Test(spool, with_a_store_function_nothing_is_stored_through_the_mapping)
+/* A spool with the store function and one read-only file segment. */
+static struct spool *
+test_store_spool(struct spool_segment **segp)
 {
     test_store_calls = 0;
     test_store_fail_after = -1;
     struct spool *sp = spool_new(0, 8 << 20);
     spool_set_store(sp, test_pwrite_store);
-    struct spool_segment *seg = test_attach_readonly_file(sp, 8 << 20);
+    *segp = test_attach_readonly_file(sp, 8 << 20);
+    return sp;
+}
+
+Test(spool, with_a_store_function_nothing_is_stored_through_the_mapping)
+{
+    struct spool_segment *seg;
+    struct spool *sp = test_store_spool(&seg);
     struct envelope env = test_env();
     enum { N = 4 };
     size_t sizes[N] = { 0, 700, 9000, 300000 };
@@ -1161,11 +1170,8 @@ Test(spool, with_a_store_function_nothing_is_stored_through_the_mapping)
 
 Test(spool, a_failed_store_fails_the_segment_and_the_commit)
 {
-    test_store_calls = 0;
-    test_store_fail_after = -1;
-    struct spool *sp = spool_new(0, 8 << 20);
-    spool_set_store(sp, test_pwrite_store);
-    struct spool_segment *seg = test_attach_readonly_file(sp, 8 << 20);
+    struct spool_segment *seg;
+    struct spool *sp = test_store_spool(&seg);
     struct envelope env = test_env();
     struct spool_msg *m;
     cr_assert_eq(spool_msg_begin(sp, 300, &env, 0, false, &m), 0);
