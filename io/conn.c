@@ -409,16 +409,11 @@ conn_begin_message(struct worker *w, struct conn *c)
     /* The first chunk is sized for SIZE= plus our header; without SIZE= it
      * is the spool's default. */
     uint64_t hint = t->params.has_size ? t->params.size + rlen : 0;
-    int r = rlen == 0 ? -ENOSPC : spool_msg_begin(w->spool, qid, env, hint, t->bdat, &c->msg);
-    if (r == 0) {
-        r = spool_msg_append(c->msg, received, rlen);
-        if (r == 0)
-            c->received_len = rlen;
-        if (r != 0) {
-            spool_msg_abort(c->msg);
-            c->msg = NULL;
-        }
-    }
+    int r = rlen == 0 ? -ENOSPC
+                      : spool_msg_begin_with(w->spool, qid, env, hint, t->bdat, received, rlen,
+                                             &c->msg);
+    if (r == 0)
+        c->received_len = rlen;
     if (r != 0) {
         envelope_free(env);
         xfree(env);

@@ -247,6 +247,49 @@ spool_store_zeros(struct spool_segment *seg, size_t off, size_t n)
     }
 }
 
+/* Stores that land back to back in one segment, gathered to go out as one
+ * (a message's ENVELOPE, its first chunk's header and first body octets:
+ * with a store function, one pwrite instead of three). */
+struct spool_run {
+    struct spool_segment *seg;
+    size_t off, len;
+    uint8_t buf[1024];
+};
+
+static void
+spool_run_flush(struct spool_run *run)
+{
+    if (run->len > 0)
+        spool_store(run->seg, run->off, run->buf, run->len);
+    run->len = 0;
+}
+
+/* Like spool_store, through run when one is given. */
+static void
+spool_store_via(struct spool_run *run, struct spool_segment *seg, size_t off, const void *src,
+                size_t n)
+{
+    if (n == 0)
+        return;
+    if (run == NULL) {
+        spool_store(seg, off, src, n);
+        return;
+    }
+    if (run->len > 0
+        && (seg != run->seg || off != run->off + run->len || n > sizeof run->buf - run->len))
+        spool_run_flush(run);
+    if (n > sizeof run->buf) {
+        spool_store(seg, off, src, n);
+        return;
+    }
+    if (run->len == 0) {
+        run->seg = seg;
+        run->off = off;
+    }
+    memcpy(run->buf + run->len, src, n);
+    run->len += n;
+}
+
 struct spool_segment *
 spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size_t size,
                      uint64_t salt)
@@ -416,11 +459,12 @@ spool_write_header(struct spool_segment *seg, size_t off, uint8_t type, uint8_t 
     spool_store(seg, off, h, sizeof h);
 }
 
-/* Appends a whole record (payload copied). m, if given, owns the record. */
+/* Appends a whole record (payload copied), stored through run if given.
+ * m, if given, owns the record. */
 static int
-spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
-             uint64_t qid, const void *payload, size_t len,
-             struct spool_segment **segp, size_t *offp)
+spool_append_via(struct spool_run *run, struct spool *sp, struct spool_msg *m, uint8_t type,
+                 uint8_t flags, uint64_t qid, const void *payload, size_t len,
+                 struct spool_segment **segp, size_t *offp)
 {
     struct spool_segment *seg;
     size_t off, span;
@@ -437,7 +481,7 @@ spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
     if (len)
         memcpy(rec + SPOOL_RECORD_HEADER_SIZE, payload, len);
     memset(rec + SPOOL_RECORD_HEADER_SIZE + len, 0, span - SPOOL_RECORD_HEADER_SIZE - len);
-    spool_store(seg, off, rec, span);
+    spool_store_via(run, seg, off, rec, span);
     if (rec != small)
         xfree(rec);
     if (segp)
@@ -445,6 +489,14 @@ spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
     if (offp)
         *offp = off;
     return 0;
+}
+
+static int
+spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
+             uint64_t qid, const void *payload, size_t len,
+             struct spool_segment **segp, size_t *offp)
+{
+    return spool_append_via(NULL, sp, m, type, flags, qid, payload, len, segp, offp);
 }
 
 /* --- group commit bookkeeping --- */
@@ -614,7 +666,7 @@ spool_msg_write_body_header(struct spool_msg *m, struct spool_segment *seg, size
 
 /* Reserves the next chunk as a RESERVED record with its final span. */
 static int
-spool_msg_reserve(struct spool_msg *m)
+spool_msg_reserve_via(struct spool_run *run, struct spool_msg *m)
 {
     struct spool_segment *seg;
     size_t off, span;
@@ -628,7 +680,7 @@ spool_msg_reserve(struct spool_msg *m)
     spool_format_header(h, seg, SPOOL_REC_RESERVED, m->flags, span, 0, m->qid, 0);
     le_put_u32(h + SPOOL_RECORD_HEADER_SIZE, m->nchunks);
     le_put_u32(h + SPOOL_RECORD_HEADER_SIZE + 4, 0);
-    spool_store(seg, off, h, sizeof h);
+    spool_store_via(run, seg, off, h, sizeof h);
     m->has_chunk = true;
     m->cseg = seg;
     m->coff = off;
@@ -647,6 +699,12 @@ spool_msg_reserve(struct spool_msg *m)
     } else
         m->next_cap = m->next_cap * 2 > SPOOL_CHUNK_MAX ? SPOOL_CHUNK_MAX : m->next_cap * 2;
     return 0;
+}
+
+static int
+spool_msg_reserve(struct spool_msg *m)
+{
+    return spool_msg_reserve_via(NULL, m);
 }
 
 /* Turns the open chunk into BODY; gives unused space back when it is the
@@ -680,6 +738,14 @@ int
 spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
                 uint64_t size_hint, bool raw, struct spool_msg **out)
 {
+    return spool_msg_begin_with(sp, qid, env, size_hint, raw, NULL, 0, out);
+}
+
+int
+spool_msg_begin_with(struct spool *sp, uint64_t qid, const struct envelope *env,
+                     uint64_t size_hint, bool raw, const void *first, size_t nfirst,
+                     struct spool_msg **out)
+{
     struct spool_msg *m = xcalloc(1, sizeof *m);
     m->sp = sp;
     m->qid = qid;
@@ -690,10 +756,26 @@ spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
     size_t elen = envelope_encoded_size(env);
     uint8_t *enc = xmalloc(elen);
     envelope_encode(env, enc);
-    int rc = spool_append(sp, m, SPOOL_REC_ENVELOPE, 0, qid, enc, elen, NULL, NULL);
+    struct spool_run run;
+    run.len = 0;
+    int rc = spool_append_via(&run, sp, m, SPOOL_REC_ENVELOPE, 0, qid, enc, elen, NULL, NULL);
     xfree(enc);
     if (rc == 0)
-        rc = spool_msg_reserve(m);
+        rc = spool_msg_reserve_via(&run, m);
+    size_t k = 0;
+    if (rc == 0) {
+        k = nfirst < m->ccap ? nfirst : m->ccap;
+        spool_store_via(&run, m->cseg,
+                        m->coff + SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX, first, k);
+    }
+    spool_run_flush(&run);   /* before anything else stores or reads */
+    if (rc == 0 && m->cseg->failed)
+        rc = -EIO;
+    if (rc == 0) {
+        spool_msg_wrote(m, k);
+        if (k < nfirst)
+            rc = spool_msg_append(m, (const uint8_t *)first + k, nfirst - k);
+    }
     if (rc < 0) {
         spool_msg_abort(m);
         *out = NULL;

@@ -261,6 +261,12 @@ uint32_t spool_record_header_crc(uint64_t salt, const uint8_t *hdr);
  */
 int spool_msg_begin(struct spool *sp, uint64_t qid, const struct envelope *env,
                     uint64_t size_hint, bool raw, struct spool_msg **out);
+/* The same, with the first nfirst body octets (our Received: header) stored
+ * at once: ENVELOPE, the first chunk's header and these go out in one store
+ * when they lie back to back. */
+int spool_msg_begin_with(struct spool *sp, uint64_t qid, const struct envelope *env,
+                         uint64_t size_hint, bool raw, const void *first, size_t nfirst,
+                         struct spool_msg **out);
 /*
  * Writable space for the next body octets: at least 1 octet at *p, *avail
  * octets long. When the current chunk is full it is sealed and a bigger one

@@ -1190,3 +1190,40 @@ Test(spool, a_failed_store_fails_the_segment_and_the_commit)
     test_store_fail_after = -1;
     spool_free(sp);
 }
+
+Test(spool, begin_with_first_octets_is_one_store_and_recovers_them_as_body_start)
+{
+    struct spool_segment *seg;
+    struct spool *sp = test_store_spool(&seg);
+    struct envelope env = test_env();
+    static const char received[] = "Received: from h (192.0.2.1)\r\n\tby us; now\r\n";
+    size_t rlen = sizeof received - 1;
+    int before = test_store_calls;
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin_with(sp, 400, &env, 0, false, received, rlen, &m), 0);
+    cr_assert_eq(test_store_calls - before, 1, "ENVELOPE, chunk header and octets in one");
+    cr_assert_eq(spool_msg_length(m), rlen);
+    cr_assert_eq(spool_msg_append(m, "Subject: x\r\n\r\nhi\r\n", 18), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    /* More first octets than the first chunk holds: the rest follows. */
+    uint8_t big[9000];
+    test_fill(big, sizeof big, 401);
+    cr_assert_eq(spool_msg_begin_with(sp, 401, &env, 100, false, big, sizeof big, &m), 0);
+    cr_assert_eq(spool_msg_length(m), sizeof big);
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+
+    struct spool_recovery r;
+    test_recover(&r, &seg, 1);
+    cr_assert_eq(r.ndamage, 0);
+    cr_assert_eq(r.nmsgs, 2);
+    uint8_t *b = test_body(&r.msgs[0]);
+    cr_assert_eq(r.msgs[0].body_len, rlen + 18);
+    cr_assert_eq(memcmp(b, received, rlen), 0);
+    cr_assert_eq(memcmp(b + rlen, "Subject: x\r\n\r\nhi\r\n", 18), 0);
+    free(b);
+    test_assert_body(&r.msgs[1], sizeof big, 401);
+    cr_assert_gt(r.msgs[1].nchunks, 1);
+    spool_recovery_free(&r);
+    spool_free(sp);
+}
