@@ -227,7 +227,9 @@ spool_store(struct spool_segment *seg, size_t off, const void *src, size_t n)
     struct spool *sp = seg->owner;
     if (n == 0)
         return;
-    if (sp == NULL || sp->store == NULL) {
+    /* Segments recovery adopted have no descriptor (their file is closed
+     * once mapped writable): those are written through the mapping. */
+    if (sp == NULL || sp->store == NULL || seg->fd < 0) {
         memcpy(seg->base + off, src, n);
         return;
     }
