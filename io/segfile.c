@@ -340,14 +340,17 @@ segfile_map(const char *spool_dir, const struct segfile_entry *e, bool readonly,
     uint8_t *base = mmap(NULL, size, PROT_READ | (readonly ? 0 : PROT_WRITE), MAP_SHARED,
                          fd, 0);
     rc = base == MAP_FAILED ? -errno : 0;
-    close(fd);
+    /* A writable segment keeps its descriptor: the worker that adopts it
+     * rewrites COMMITs as RETIRED there and fdatasyncs them. */
+    if (rc < 0 || readonly)
+        close(fd);
     if (rc < 0)
         return rc;
 
     struct spool_segment *seg = xcalloc(1, sizeof *seg);
     seg->worker = e->worker;
     seg->seq = e->seq;
-    seg->fd = -1;
+    seg->fd = readonly ? -1 : fd;
     seg->base = base;
     seg->size = size;
     seg->tail = size;

@@ -93,8 +93,10 @@ int segfile_list(const char *spool_dir, struct segfile_entry **out, size_t *n);
  * Maps an existing segment, read-write (daemon) or read-only (ctl), as a
  * struct spool_segment with one reference, sealed, worker and seq from the
  * file name and salt from its header (0 if the header is unreadable: the
- * caller checks it with spool_segment_header_read or recovery). The fd is
- * closed once mapped (old segments are never synced again); fd = -1.
+ * caller checks it with spool_segment_header_read or recovery). Read-write,
+ * the fd stays open (the adopting worker rewrites COMMITs as RETIRED there
+ * and fdatasyncs them; segfile_unmap closes it); read-only, it is closed
+ * once mapped and fd = -1.
  * -EINVAL when the file is shorter than a segment header or too big.
  */
 int segfile_map(const char *spool_dir, const struct segfile_entry *e, bool readonly,

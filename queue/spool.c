@@ -227,9 +227,7 @@ spool_store(struct spool_segment *seg, size_t off, const void *src, size_t n)
     struct spool *sp = seg->owner;
     if (n == 0)
         return;
-    /* Segments recovery adopted have no descriptor (their file is closed
-     * once mapped writable): those are written through the mapping. */
-    if (sp == NULL || sp->store == NULL || seg->fd < 0) {
+    if (sp == NULL || sp->store == NULL) {
         memcpy(seg->base + off, src, n);
         return;
     }

@@ -891,6 +891,13 @@ class SinkTests(DaemonTest):
         self.assertLessEqual(recovered, left)
         self.assertGreater(recovered, left // 2)
         wait_spool_empty(d, 45)
+        # The segments recovered at the restart are adopted; once their mail
+        # is delivered and retired they go like any other (2 workers: a
+        # current and a spare each are left).
+        segdir = os.path.join(d.spool, "seg")
+        segs = lambda: sorted(f for f in os.listdir(segdir) if f.endswith(".seg"))
+        wait_for(lambda: len(segs()) <= 4, 15,
+                 "the recovered segments removed once delivered (left: %s)" % segs())
         d.stop()
         final = sink.stop()
         got = {}
