@@ -318,6 +318,11 @@ spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size
     le_put_u64(h + 24, salt);
     le_put_u32(h + 60, crc32c(0, h, 60));
     spool_store(seg, 0, h, sizeof h);
+    if (seg->failed) {
+        /* Not installed: the caller unmaps and closes it, as on any refusal. */
+        xfree(seg);
+        return NULL;
+    }
 
     spool_all_add(sp, seg);
     if (seq >= sp->next_seq)
@@ -926,6 +931,15 @@ spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
     if (rc < 0) {
         spool_msg_abort(m);
         return rc;
+    }
+    /* The seal or the COMMIT itself may have failed its store. With
+     * durability=none no fsync would ever look at the segment again, so the
+     * refusal has to happen here. */
+    for (unsigned i = 0; i < m->nsegs; i++) {
+        if (m->segs[i]->failed) {
+            spool_msg_abort(m);
+            return -EIO;
+        }
     }
     for (unsigned i = 0; i < m->nsegs; i++) {
         ticket->seg[i] = m->segs[i];

@@ -1191,6 +1191,50 @@ Test(spool, a_failed_store_fails_the_segment_and_the_commit)
     spool_free(sp);
 }
 
+Test(spool, a_segment_whose_header_store_fails_is_not_installed)
+{
+    struct spool_segment *seg;
+    struct spool *sp = test_store_spool(&seg);
+    test_store_fail_after = test_store_calls;   /* the spare's header fails */
+    int fd = memfd_create("test-spool", 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(ftruncate(fd, 8 << 20), 0);
+    uint8_t *base = mmap(NULL, 8 << 20, PROT_READ, MAP_SHARED, fd, 0);
+    cr_assert_neq(base, MAP_FAILED);
+    cr_assert_null(spool_segment_attach(sp, spool_next_segment_seq(sp), fd, base, 8 << 20, 7));
+    munmap(base, 8 << 20);
+    close(fd);
+    test_store_fail_after = -1;
+    /* The current segment is untouched and still takes mail. */
+    cr_assert_not(seg->failed);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 310, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_append(m, "body\r\n", 6), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    spool_free(sp);
+}
+
+Test(spool, with_durability_none_a_store_failing_at_commit_refuses_the_message)
+{
+    struct spool_segment *seg;
+    struct spool *sp = test_store_spool(&seg);
+    struct spool_segment *spare = test_attach_readonly_file(sp, 8 << 20);
+    spool_set_nosync(sp, true);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 320, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_append(m, "body\r\n", 6), 0);
+    test_store_fail_after = test_store_calls;   /* the seal and the COMMIT fail */
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), -EIO, "no fsync would catch it: refused now");
+    cr_assert(seg->failed);
+    cr_assert(spare->failed);
+    test_store_fail_after = -1;
+    spool_free(sp);
+}
+
 Test(spool, begin_with_first_octets_is_one_store_and_recovers_them_as_body_start)
 {
     struct spool_segment *seg;
