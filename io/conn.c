@@ -190,6 +190,38 @@ conn_body_storage_failed(struct worker *w, struct conn *c, int err)
     (void)w;
 }
 
+/*
+ * n octets arrived for the body at src, whose place in the chunk is dst:
+ * stores them and feeds them to the session. Buffered, the session reads
+ * them first, so what follows the end of the body (the terminator ".\r\n",
+ * pipelined commands) is never stored and the seal has nothing to zero: one
+ * pwrite fewer per message. In place (mapped), they are stored already.
+ */
+static enum smtp_body_result
+conn_body_take(struct worker *w, struct conn *c, uint8_t *dst, const uint8_t *src, size_t n,
+               size_t *consumed)
+{
+    if (src == dst) {
+        spool_msg_wrote(c->msg, n);
+        return smtp_server_body(&c->smtp, src, n, consumed, w->now_ms);
+    }
+    enum smtp_body_result r = smtp_server_body(&c->smtp, src, n, consumed, w->now_ms);
+    size_t keep = n;
+    if (r == SMTP_BODY_COMMIT) {
+        uint64_t body = c->received_len + smtp_server_body_length(&c->smtp);
+        uint64_t stored = spool_msg_length(c->msg);
+        keep = body <= stored ? 0 : body - stored < n ? (size_t)(body - stored) : n;
+    } else if (r == SMTP_BODY_DISCARD || r == SMTP_BODY_REJECTED) {
+        keep = 0;   /* the message is given up */
+    }
+    int e = conn_body_store(c, dst, src, keep);
+    /* At the end of the body a failed store fails the segment, and with it
+     * the commit (451); before it, the session discards the rest. */
+    if (e < 0 && r != SMTP_BODY_COMMIT)
+        conn_body_storage_failed(w, c, e);
+    return r;
+}
+
 static void
 conn_arm_body_recv(struct worker *w, struct conn *c)
 {
@@ -721,11 +753,7 @@ conn_tls_input(struct worker *w, struct conn *c)
                     conn_tls_failed(w, c, n);
                 return;
             }
-            e = conn_body_store(c, p, into, (size_t)n);
-            if (e < 0)
-                conn_body_storage_failed(w, c, e);   /* the session discards on */
-            enum smtp_body_result r = smtp_server_body(s, into, (size_t)n, &consumed,
-                                                       w->now_ms);
+            enum smtp_body_result r = conn_body_take(w, c, p, into, (size_t)n, &consumed);
             conn_body_result(w, c, r, into + consumed, (size_t)n - consumed);
             continue;
         }
@@ -902,10 +930,7 @@ conn_body_received(struct worker *w, struct conn *c, int res, uint8_t *dst,
     size_t consumed = 0;
     /* The scanner reads where the octets came in (the buffer when buffered:
      * the same octets, and no read fault on the mapping). */
-    int e = conn_body_store(c, dst, src, n);
-    if (e < 0)
-        conn_body_storage_failed(w, c, e);   /* the session discards the rest */
-    enum smtp_body_result r = smtp_server_body(&c->smtp, src, n, &consumed, w->now_ms);
+    enum smtp_body_result r = conn_body_take(w, c, dst, src, n, &consumed);
     conn_body_result(w, c, r, src + consumed, n - consumed);
     conn_mark_dirty(w, c);
 }

@@ -522,10 +522,11 @@ delivery_act(struct worker *w, struct outcome *o, int res)
             if (atomic_fetch_sub(&m->open_rcpts, 1) == 1) {
                 char id[17];
                 smtp_qid_format(m->qid, id);
-                if (spool_append_done(w->spool, m->qid, &m->holds, NULL) == 0)
-                    log_info("%s: removed", id);
+                log_info("%s: removed", id);
                 /* Every final status is durable: the COMMIT can be retired
-                 * and, with it, what holds the message's segments. */
+                 * and, with it, what holds the message's segments. No DONE
+                 * record: until the RETIRED rewrite is durable, recovery
+                 * finds every recipient final and retires it then. */
                 spool_retire(&m->holds, m->qid);
             }
         }

@@ -885,7 +885,7 @@ class SinkTests(DaemonTest):
         if at_sink < n - 100:
             self.assertGreater(left, 0, "the kill came after delivery had finished")
         d.start()
-        # Messages whose every outcome was written but not yet their DONE
+        # Messages whose every outcome was written but not yet their RETIRED
         # are listed by the ctl, but are complete: not queued again.
         recovered = int(re.findall(r"recovered (\d+) queued message", d.log())[-1])
         self.assertLessEqual(recovered, left)
