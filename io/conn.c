@@ -194,8 +194,11 @@ conn_body_storage_failed(struct worker *w, struct conn *c, int err)
  * n octets arrived for the body at src, whose place in the chunk is dst:
  * stores them and feeds them to the session. Buffered, the session reads
  * them first, so what follows the end of the body (the terminator ".\r\n",
- * pipelined commands) is never stored and the seal has nothing to zero: one
- * pwrite fewer per message. In place (mapped), they are stored already.
+ * pipelined commands) is never stored and the seal has nothing to zero. At
+ * the end of the body its last octets are left to the commit, which stores
+ * them with the sealed chunk (and the COMMIT, when it follows): for a small
+ * body, one pwrite where there were three. In place (mapped), they are
+ * stored already.
  */
 static enum smtp_body_result
 conn_body_take(struct worker *w, struct conn *c, uint8_t *dst, const uint8_t *src, size_t n,
@@ -214,11 +217,14 @@ conn_body_take(struct worker *w, struct conn *c, uint8_t *dst, const uint8_t *sr
     } else if (r == SMTP_BODY_DISCARD || r == SMTP_BODY_REJECTED) {
         keep = 0;   /* the message is given up */
     }
+    if (r == SMTP_BODY_COMMIT) {
+        c->last_body = src;   /* conn_commit runs before the buffer goes back */
+        c->nlast_body = keep;
+        return r;
+    }
     int e = conn_body_store(c, dst, src, keep);
-    /* At the end of the body a failed store fails the segment, and with it
-     * the commit (451); before it, the session discards the rest. */
-    if (e < 0 && r != SMTP_BODY_COMMIT)
-        conn_body_storage_failed(w, c, e);
+    if (e < 0)
+        conn_body_storage_failed(w, c, e);   /* the session discards the rest */
     return r;
 }
 
@@ -467,7 +473,7 @@ conn_commit(struct worker *w, struct conn *c, size_t trailing)
     /* Octets after the end of the body (the DATA terminator ".\r\n" and any
      * pipelined command) are not part of the message. */
     uint64_t body = c->received_len + smtp_server_body_length(&c->smtp);
-    uint64_t stored = spool_msg_length(c->msg);
+    uint64_t stored = spool_msg_length(c->msg) + c->nlast_body;
     (void)trailing;
     if (stored > body)
         spool_msg_unwrite(c->msg, (size_t)(stored - body));
@@ -475,8 +481,10 @@ conn_commit(struct worker *w, struct conn *c, size_t trailing)
         spool_msg_add_flags(c->msg, SPOOL_BODY_NO_DOT_LINES);
         c->pending_flags |= SPOOL_BODY_NO_DOT_LINES;
     }
-    int r = spool_msg_commit_extents(c->msg, &c->ticket, &c->pending_body,
-                                     &c->pending_nbody, &c->pending_holds);
+    int r = spool_msg_commit_last(c->msg, c->last_body, c->nlast_body, &c->ticket,
+                                  &c->pending_body, &c->pending_nbody, &c->pending_holds);
+    c->last_body = NULL;
+    c->nlast_body = 0;
     c->msg = NULL;
     c->pending_body_len = body;
     if (r < 0) {

@@ -166,6 +166,8 @@ struct conn {
     uint32_t pending_flags;
     uint64_t pending_body_len;
     size_t received_len;        /* our Received: header at the body's start */
+    const uint8_t *last_body;   /* the body's last octets, stored with the commit */
+    size_t nlast_body;
     struct conn *next_commit;   /* worker's commit-wait list */
     struct conn *next_dirty;    /* worker's "has output / needs recv" list */
     struct conn *prev_all, *next_all;

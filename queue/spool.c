@@ -253,7 +253,7 @@ spool_store_zeros(struct spool_segment *seg, size_t off, size_t n)
 struct spool_run {
     struct spool_segment *seg;
     size_t off, len;
-    uint8_t buf[1024];
+    uint8_t buf[4096];
 };
 
 static void
@@ -713,30 +713,59 @@ spool_msg_reserve(struct spool_msg *m)
 }
 
 /* Turns the open chunk into BODY; gives unused space back when it is the
- * segment's tail. */
+ * segment's tail. last: the body's last n octets, not stored yet. Through
+ * run, the header, a small chunk's stored octets (read back from the
+ * mapping, unchanged) and the last octets become one store; at the tail the
+ * COMMIT that follows joins it. The span of a chunk that is not the tail
+ * never changes, so a torn store cannot hide the records after it. */
 static void
-spool_msg_seal(struct spool_msg *m)
+spool_msg_seal_via(struct spool_run *run, struct spool_msg *m, const void *last, size_t n)
 {
     struct spool *sp = m->sp;
     struct spool_segment *seg = m->cseg;
     size_t pl = m->coff + SPOOL_RECORD_HEADER_SIZE;
+    size_t stored = SPOOL_CHUNK_PREFIX + m->cused;
+    uint32_t crc = crc32c(0, seg->base + pl, stored);
+    if (n > 0)
+        crc = crc32c(crc, last, n);
+    spool_msg_wrote(m, n);
     size_t len = SPOOL_CHUNK_PREFIX + m->cused;
     size_t span = m->cspan;
 
     /* Octets written then given back (unwrite) must not linger as junk. */
     if (m->chi > m->cused)
         spool_store_zeros(seg, pl + len, m->chi - m->cused);
-    if (seg == sp->cur && !seg->failed && seg->tail == m->coff + span) {
+    bool tail = seg == sp->cur && !seg->failed && seg->tail == m->coff + span;
+    if (tail) {
         span = spool_align8(SPOOL_RECORD_HEADER_SIZE + len);
         seg->tail = m->coff + span;
     }
-    spool_msg_write_body_header(m, seg, m->coff, span, m->cused);
+    uint8_t h[SPOOL_RECORD_HEADER_SIZE];
+    spool_format_header(h, seg, SPOOL_REC_BODY, m->flags, span, len, m->qid, crc);
+    size_t whole = SPOOL_RECORD_HEADER_SIZE + len;
+    if (n > 0 && run != NULL && whole <= sizeof run->buf) {
+        spool_store_via(run, seg, m->coff, h, sizeof h);
+        spool_store_via(run, seg, pl, seg->base + pl, stored);
+    } else {
+        spool_store(seg, m->coff, h, sizeof h);
+    }
+    spool_store_via(run, seg, pl + stored, last, n);
+    if (tail && n > 0 && run != NULL) {
+        static const uint8_t pad[8];
+        spool_store_via(run, seg, m->coff + whole, pad, span - whole);   /* the COMMIT follows */
+    }
     m->has_chunk = false;
     if (m->nsealed == m->capsealed) {
         m->capsealed = m->capsealed ? m->capsealed * 2 : 4;
         m->sealed = xrealloc(m->sealed, m->capsealed * sizeof *m->sealed);
     }
     m->sealed[m->nsealed++] = (struct spool_sealed){ seg, m->coff, m->cused };
+}
+
+static void
+spool_msg_seal(struct spool_msg *m)
+{
+    spool_msg_seal_via(NULL, m, NULL, 0);
 }
 
 int
@@ -909,6 +938,14 @@ spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
                          struct spool_extent **extents, uint32_t *nextents,
                          struct spool_holdset *holds)
 {
+    return spool_msg_commit_last(m, NULL, 0, ticket, extents, nextents, holds);
+}
+
+int
+spool_msg_commit_last(struct spool_msg *m, const void *last, size_t n,
+                      struct spool_ticket *ticket, struct spool_extent **extents,
+                      uint32_t *nextents, struct spool_holdset *holds)
+{
     struct spool *sp = m->sp;
     uint8_t pl[16];
     int rc;
@@ -920,14 +957,21 @@ spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
             return -EIO;
         }
     }
+    if (n > 0 && (!m->has_chunk || n > m->ccap - m->cused)) {
+        spool_msg_abort(m);
+        return -EINVAL;
+    }
+    struct spool_run run = { .len = 0 };
     if (m->has_chunk)
-        spool_msg_seal(m);
+        spool_msg_seal_via(&run, m, last, n);
     le_put_u64(pl, m->length);
     le_put_u32(pl + 8, m->nchunks);
     le_put_u32(pl + 12, m->flags);
     struct spool_segment *cseg;
     size_t coff;
-    rc = spool_append(sp, m, SPOOL_REC_COMMIT, m->flags, m->qid, pl, sizeof pl, &cseg, &coff);
+    rc = spool_append_via(&run, sp, m, SPOOL_REC_COMMIT, m->flags, m->qid, pl, sizeof pl,
+                          &cseg, &coff);
+    spool_run_flush(&run);
     if (rc < 0) {
         spool_msg_abort(m);
         return rc;
@@ -956,12 +1000,12 @@ spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
         /* Same form as recovery's: body octets only, chunk prefix skipped;
          * zero-length chunks (emptied by unwrite) are left out. */
         struct spool_extent *e = xcalloc(m->nsealed ? m->nsealed : 1, sizeof *e);
-        uint32_t n = 0;
+        uint32_t ne = 0;
         for (uint32_t i = 0; i < m->nsealed; i++) {
             if (m->sealed[i].len == 0)
                 continue;
             spool_segment_get(m->sealed[i].seg);
-            e[n++] = (struct spool_extent){
+            e[ne++] = (struct spool_extent){
                 .seg = m->sealed[i].seg,
                 .off = (uint32_t)(m->sealed[i].off + SPOOL_RECORD_HEADER_SIZE
                                   + SPOOL_CHUNK_PREFIX),
@@ -969,7 +1013,7 @@ spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
             };
         }
         *extents = e;
-        *nextents = n;
+        *nextents = ne;
     }
     spool_msg_free(m);
     return 0;

@@ -306,6 +306,13 @@ int spool_msg_commit(struct spool_msg *m, struct spool_ticket *ticket);
 int spool_msg_commit_extents(struct spool_msg *m, struct spool_ticket *ticket,
                              struct spool_extent **extents, uint32_t *nextents,
                              struct spool_holdset *holds);
+/* spool_msg_commit_extents, given the body's last n octets (at most the
+ * last space's *avail), not stored yet: they, the sealed chunk and the
+ * COMMIT go out in as few stores as their places allow (one for a small
+ * body whose chunk is the segment's tail). -EINVAL if they do not fit. */
+int spool_msg_commit_last(struct spool_msg *m, const void *last, size_t n,
+                          struct spool_ticket *ticket, struct spool_extent **extents,
+                          uint32_t *nextents, struct spool_holdset *holds);
 void spool_extents_release(struct spool_extent *e, uint32_t n);
 /* Abandons the message (client gone, message rejected). Frees m. */
 void spool_msg_abort(struct spool_msg *m);

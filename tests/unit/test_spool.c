@@ -1271,3 +1271,72 @@ Test(spool, begin_with_first_octets_is_one_store_and_recovers_them_as_body_start
     spool_recovery_free(&r);
     spool_free(sp);
 }
+
+/* The body's last octets given to the commit: a small chunk at the tail goes
+ * out with its header and the COMMIT in one store; a chunk that others
+ * follow in two (itself, then the COMMIT at the tail), its span unchanged;
+ * a big one as before. All recover byte for byte. */
+Test(spool, commit_last_stores_a_small_chunk_and_its_commit_at_once)
+{
+    struct spool_segment *seg;
+    struct spool *sp = test_store_spool(&seg);
+    struct envelope env = test_env();
+    static const char received[] = "Received: from h (192.0.2.1)\r\n\tby us; now\r\n";
+    size_t rlen = sizeof received - 1;
+    uint8_t body[1031], big[70000];
+    test_fill(body, sizeof body, 500);
+    test_fill(big, sizeof big, 502);
+    struct spool_ticket t;
+    uint8_t *p;
+    size_t avail;
+
+    /* At the tail. */
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin_with(sp, 500, &env, 0, false, received, rlen, &m), 0);
+    cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+    int before = test_store_calls;
+    cr_assert_eq(spool_msg_commit_last(m, body, sizeof body, &t, NULL, NULL, NULL), 0);
+    cr_assert_eq(test_store_calls - before, 1, "chunk, its header and the COMMIT in one");
+
+    /* Followed by another message's records: the chunk, then the COMMIT. */
+    struct spool_msg *m1, *m2;
+    cr_assert_eq(spool_msg_begin_with(sp, 501, &env, 0, false, received, rlen, &m1), 0);
+    cr_assert_eq(spool_msg_begin_with(sp, 509, &env, 0, false, received, rlen, &m2), 0);
+    cr_assert_eq(spool_msg_space(m1, &p, &avail), 0);
+    before = test_store_calls;
+    cr_assert_eq(spool_msg_commit_last(m1, body, sizeof body, &t, NULL, NULL, NULL), 0);
+    cr_assert_eq(test_store_calls - before, 2);
+    spool_msg_abort(m2);
+
+    /* Bigger than a store gathers: earlier octets stay where they are. */
+    cr_assert_eq(spool_msg_begin(sp, 502, &env, sizeof big, false, &m), 0);
+    cr_assert_eq(spool_msg_append(m, big, sizeof big - 5000), 0);
+    cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+    cr_assert_geq(avail, 5000);
+    cr_assert_eq(spool_msg_commit_last(m, big + sizeof big - 5000, 5000, &t, NULL, NULL, NULL),
+                 0);
+
+    /* More than the open chunk holds is refused, and the message with it. */
+    cr_assert_eq(spool_msg_begin(sp, 503, &env, 0, false, &m), 0);
+    cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+    uint8_t *huge = xcalloc(1, avail + 1);
+    cr_assert_eq(spool_msg_commit_last(m, huge, avail + 1, &t, NULL, NULL, NULL), -EINVAL);
+    free(huge);
+
+    struct spool_recovery r;
+    test_recover(&r, &seg, 1);
+    cr_assert_eq(r.ndamage, 0);
+    cr_assert_eq(r.nmsgs, 3);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(r.msgs[i].qid, (uint64_t)(500 + i));
+        uint8_t *b = test_body(&r.msgs[i]);
+        cr_assert_eq(r.msgs[i].body_len, rlen + sizeof body);
+        cr_assert_eq(memcmp(b, received, rlen), 0);
+        cr_assert_eq(memcmp(b + rlen, body, sizeof body), 0);
+        free(b);
+    }
+    cr_assert_eq(r.msgs[2].qid, 502u);
+    test_assert_body(&r.msgs[2], sizeof big, 502);
+    spool_recovery_free(&r);
+    spool_free(sp);
+}
