@@ -801,8 +801,10 @@ worker_new(struct daemon *d, unsigned id, char *err, size_t errsize)
     w->spool = spool_new(id, d->cfg->spool_segment_size);
     spool_set_next_segment_seq(w->spool, d->next_segment_seq);
     spool_set_nosync(w->spool, d->cfg->durability == DURABILITY_NONE);
-    if (d->cfg->spool_receive == SPOOL_RECEIVE_BUFFERED)
+    if (d->cfg->spool_receive == SPOOL_RECEIVE_BUFFERED) {
         spool_set_store(w->spool, segfile_store);   /* no store through the mapping */
+        spool_set_batching(w->spool, true);   /* no-op with durability=none */
+    }
     r = worker_create_segment_sync(w);
     if (r < 0) {
         snprintf(err, errsize, "creating spool segment in %s: %s", dir, strerror(-r));

@@ -49,6 +49,19 @@ struct spool_retire {
     uint64_t gen;               /* the commit generation holding the rewrite */
 };
 
+/* Stores that land back to back in one segment, gathered to go out as one
+ * (a message's ENVELOPE, its first chunk's header and first body octets:
+ * with a store function, one pwrite instead of three). */
+struct spool_run {
+    struct spool_segment *seg;
+    size_t off, len;
+    uint8_t buf[8192];
+};
+
+/* A small chunk is stored again whole with its header (read back from the
+ * mapping) rather than its header alone, up to this size. */
+#define SPOOL_SEAL_GATHER_MAX 4096u
+
 struct spool {
     uint32_t worker;
     size_t segment_size;
@@ -64,6 +77,11 @@ struct spool {
     size_t npending, cappending;
     _Atomic(struct spool_retire *) retire_inbox;   /* pushed by any thread */
     struct spool_retire *retire_wait;   /* rewritten, waiting for their fsync */
+    /* spool_set_batching: records appended at the tail are gathered here
+     * across calls and stored when the run breaks, when a store or a read
+     * of the mapping overlaps them, and before any fsync is chosen. */
+    bool batching;
+    struct spool_run batch;
 };
 
 /* A sealed chunk of a message still being received. */
@@ -154,12 +172,15 @@ spool_new(uint32_t worker, size_t segment_size)
     return sp;
 }
 
+static void spool_batch_flush(struct spool *sp);
+
 /* Puts the spool's reference on every segment it attached. Returns NULL. */
 struct spool *
 spool_free(struct spool *sp)
 {
     if (sp == NULL)
         return NULL;
+    spool_batch_flush(sp);
     /* Retirements not made durable: their holds just go (the DONE records
      * stay on disk for the next start). */
     struct spool_retire *r = atomic_exchange(&sp->retire_inbox, NULL);
@@ -222,7 +243,7 @@ spool_all_add(struct spool *sp, struct spool_segment *seg)
 static void spool_segment_fail(struct spool *sp, struct spool_segment *seg);
 
 static void
-spool_store(struct spool_segment *seg, size_t off, const void *src, size_t n)
+spool_store_raw(struct spool_segment *seg, size_t off, const void *src, size_t n)
 {
     struct spool *sp = seg->owner;
     if (n == 0)
@@ -233,6 +254,39 @@ spool_store(struct spool_segment *seg, size_t off, const void *src, size_t n)
     }
     if (!seg->failed && sp->store(seg, off, src, n) < 0)
         spool_segment_fail(sp, seg);
+}
+
+static void
+spool_batch_flush(struct spool *sp)
+{
+    struct spool_run *b = &sp->batch;
+    if (b->len == 0)
+        return;
+    size_t len = b->len;
+    b->len = 0;
+    spool_store_raw(b->seg, b->off, b->buf, len);
+}
+
+/* Before [off, off + n) of seg is stored or read through the mapping: the
+ * batch goes first if it holds any of it, so stores land in order and reads
+ * see them. */
+static void
+spool_settle(const struct spool_segment *seg, size_t off, size_t n)
+{
+    struct spool *sp = seg->owner;
+    if (sp == NULL || sp->batch.len == 0 || sp->batch.seg != seg)
+        return;
+    if (off < sp->batch.off + sp->batch.len && sp->batch.off < off + n)
+        spool_batch_flush(sp);
+}
+
+static void
+spool_store(struct spool_segment *seg, size_t off, const void *src, size_t n)
+{
+    if (n == 0)
+        return;
+    spool_settle(seg, off, n);
+    spool_store_raw(seg, off, src, n);
 }
 
 static void
@@ -247,20 +301,17 @@ spool_store_zeros(struct spool_segment *seg, size_t off, size_t n)
     }
 }
 
-/* Stores that land back to back in one segment, gathered to go out as one
- * (a message's ENVELOPE, its first chunk's header and first body octets:
- * with a store function, one pwrite instead of three). */
-struct spool_run {
-    struct spool_segment *seg;
-    size_t off, len;
-    uint8_t buf[4096];
-};
-
 static void
 spool_run_flush(struct spool_run *run)
 {
-    if (run->len > 0)
-        spool_store(run->seg, run->off, run->buf, run->len);
+    if (run->len == 0)
+        return;
+    struct spool *sp = run->seg->owner;
+    if (sp != NULL && run == &sp->batch) {
+        spool_batch_flush(sp);
+        return;
+    }
+    spool_store(run->seg, run->off, run->buf, run->len);
     run->len = 0;
 }
 
@@ -371,6 +422,7 @@ spool_roll(struct spool *sp)
 {
     if (sp->spare == NULL)
         return -ENOSPC;
+    spool_batch_flush(sp);
     if (sp->cur)
         sp->cur->sealed = true;
     sp->cur = sp->spare;
@@ -501,7 +553,8 @@ spool_append(struct spool *sp, struct spool_msg *m, uint8_t type, uint8_t flags,
              uint64_t qid, const void *payload, size_t len,
              struct spool_segment **segp, size_t *offp)
 {
-    return spool_append_via(NULL, sp, m, type, flags, qid, payload, len, segp, offp);
+    return spool_append_via(sp->batching ? &sp->batch : NULL, sp, m, type, flags, qid, payload,
+                            len, segp, offp);
 }
 
 /* --- group commit bookkeeping --- */
@@ -538,6 +591,7 @@ static size_t
 spool_sync_select(struct spool *sp, struct spool_segment **segs, size_t max, bool awaited_only)
 {
     size_t n = 0, keep = 0;
+    spool_batch_flush(sp);   /* every record in the file before its fsync */
     for (size_t i = 0; i < sp->npending; i++) {
         struct spool_segment *seg = sp->pending[i];
         bool dirty = seg->dirty_gen > seg->sync_gen;
@@ -605,6 +659,14 @@ spool_set_store(struct spool *sp, spool_store_fn *store)
     sp->store = store;
 }
 
+void
+spool_set_batching(struct spool *sp, bool on)
+{
+    if (!on)
+        spool_batch_flush(sp);
+    sp->batching = on && sp->store != NULL && !sp->nosync;
+}
+
 int
 spool_ticket_state(const struct spool_ticket *t)
 {
@@ -626,6 +688,8 @@ spool_set_nosync(struct spool *sp, bool nosync)
     sp->nosync = nosync;
     if (!nosync)
         return;
+    spool_batch_flush(sp);
+    sp->batching = false;   /* durable at once: read for delivery at once */
     for (size_t i = 0; i < sp->nall; i++)
         if (!sp->all[i]->failed)
             sp->all[i]->sync_gen = sp->all[i]->dirty_gen;
@@ -665,6 +729,7 @@ spool_msg_write_body_header(struct spool_msg *m, struct spool_segment *seg, size
 {
     const uint8_t *pl = seg->base + off + SPOOL_RECORD_HEADER_SIZE;
     size_t plen = SPOOL_CHUNK_PREFIX + len;
+    spool_settle(seg, off, SPOOL_RECORD_HEADER_SIZE + plen);
     spool_write_header(seg, off, SPOOL_REC_BODY, m->flags, span, plen, m->qid,
                        crc32c(0, pl, plen));
 }
@@ -725,6 +790,7 @@ spool_msg_seal_via(struct spool_run *run, struct spool_msg *m, const void *last,
     struct spool_segment *seg = m->cseg;
     size_t pl = m->coff + SPOOL_RECORD_HEADER_SIZE;
     size_t stored = SPOOL_CHUNK_PREFIX + m->cused;
+    spool_settle(seg, m->coff, SPOOL_RECORD_HEADER_SIZE + stored);
     uint32_t crc = crc32c(0, seg->base + pl, stored);
     if (n > 0)
         crc = crc32c(crc, last, n);
@@ -743,7 +809,7 @@ spool_msg_seal_via(struct spool_run *run, struct spool_msg *m, const void *last,
     uint8_t h[SPOOL_RECORD_HEADER_SIZE];
     spool_format_header(h, seg, SPOOL_REC_BODY, m->flags, span, len, m->qid, crc);
     size_t whole = SPOOL_RECORD_HEADER_SIZE + len;
-    if (n > 0 && run != NULL && whole <= sizeof run->buf) {
+    if (n > 0 && run != NULL && whole <= SPOOL_SEAL_GATHER_MAX) {
         spool_store_via(run, seg, m->coff, h, sizeof h);
         spool_store_via(run, seg, pl, seg->base + pl, stored);
     } else {
@@ -790,19 +856,19 @@ spool_msg_begin_with(struct spool *sp, uint64_t qid, const struct envelope *env,
     size_t elen = envelope_encoded_size(env);
     uint8_t *enc = xmalloc(elen);
     envelope_encode(env, enc);
-    struct spool_run run;
-    run.len = 0;
-    int rc = spool_append_via(&run, sp, m, SPOOL_REC_ENVELOPE, 0, qid, enc, elen, NULL, NULL);
+    struct spool_run local = { .len = 0 };
+    struct spool_run *run = sp->batching ? &sp->batch : &local;
+    int rc = spool_append_via(run, sp, m, SPOOL_REC_ENVELOPE, 0, qid, enc, elen, NULL, NULL);
     xfree(enc);
     if (rc == 0)
-        rc = spool_msg_reserve_via(&run, m);
+        rc = spool_msg_reserve_via(run, m);
     size_t k = 0;
     if (rc == 0) {
         k = nfirst < m->ccap ? nfirst : m->ccap;
-        spool_store_via(&run, m->cseg,
+        spool_store_via(run, m->cseg,
                         m->coff + SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX, first, k);
     }
-    spool_run_flush(&run);   /* before anything else stores or reads */
+    spool_run_flush(&local);   /* before anything else stores or reads */
     if (rc == 0 && m->cseg->failed)
         rc = -EIO;
     if (rc == 0) {
@@ -909,6 +975,7 @@ spool_msg_unwrite(struct spool_msg *m, size_t n)
         c->len -= (uint32_t)k;
         spool_store_zeros(c->seg, c->off + SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + c->len,
                           k);
+        spool_settle(c->seg, c->off, SPOOL_RECORD_HEADER_SIZE);
         size_t span = le_get_u32(c->seg->base + c->off + 8);
         spool_msg_write_body_header(m, c->seg, c->off, span, c->len);
         n -= k;
@@ -961,17 +1028,27 @@ spool_msg_commit_last(struct spool_msg *m, const void *last, size_t n,
         spool_msg_abort(m);
         return -EINVAL;
     }
-    struct spool_run run = { .len = 0 };
+    /* The COMMIT goes where records go (the batch, when batching). A chunk
+     * at the tail goes with it; one that other records follow goes out on
+     * its own, so the batch keeps gathering at the tail. */
+    struct spool_run local = { .len = 0 };
+    struct spool_run *crun = sp->batching ? &sp->batch : &local;
+    struct spool_run *run = &local;
+    if (m->has_chunk && m->cseg == sp->cur && !m->cseg->failed
+        && m->cseg->tail == m->coff + m->cspan)
+        run = crun;
     if (m->has_chunk)
-        spool_msg_seal_via(&run, m, last, n);
+        spool_msg_seal_via(run, m, last, n);
+    if (run != crun)
+        spool_run_flush(run);
     le_put_u64(pl, m->length);
     le_put_u32(pl + 8, m->nchunks);
     le_put_u32(pl + 12, m->flags);
     struct spool_segment *cseg;
     size_t coff;
-    rc = spool_append_via(&run, sp, m, SPOOL_REC_COMMIT, m->flags, m->qid, pl, sizeof pl,
+    rc = spool_append_via(crun, sp, m, SPOOL_REC_COMMIT, m->flags, m->qid, pl, sizeof pl,
                           &cseg, &coff);
-    spool_run_flush(&run);
+    spool_run_flush(&local);
     if (rc < 0) {
         spool_msg_abort(m);
         return rc;
@@ -1168,6 +1245,7 @@ spool_retire_write(struct spool_segment *seg, uint32_t off, uint64_t qid)
     if ((size_t)off + SPOOL_RECORD_HEADER_SIZE > seg->size)
         return false;
     uint8_t h[SPOOL_RECORD_HEADER_SIZE];
+    spool_settle(seg, off, sizeof h);
     memcpy(h, seg->base + off, sizeof h);
     if (le_get_u32(h) != SPOOL_RECORD_MAGIC || h[4] != SPOOL_REC_COMMIT
         || le_get_u64(h + 16) != qid)

@@ -244,6 +244,13 @@ typedef void spool_unmap_fn(struct spool_segment *seg);
 typedef int spool_store_fn(const struct spool_segment *seg, size_t off, const void *src,
                            size_t n);
 void spool_set_store(struct spool *sp, spool_store_fn *store);
+/* With a store function and fsync durability: records appended at the tail
+ * are gathered across calls and stored as one (a pwrite), at the latest
+ * when spool_sync_wanted/awaited choose what to fsync. Until then the file
+ * (and the mapping) may lack them: only what an fsync covered is read
+ * outside the spool. Off (the default) stores each call's records before it
+ * returns. */
+void spool_set_batching(struct spool *sp, bool on);
 void spool_set_unmap(spool_unmap_fn *fn);
 /* Checks a segment header (magic, version, CRC) and reads its fields.
  * Returns 0 or -EINVAL. Any out pointer may be NULL. */

@@ -1340,3 +1340,93 @@ Test(spool, commit_last_stores_a_small_chunk_and_its_commit_at_once)
     spool_recovery_free(&r);
     spool_free(sp);
 }
+
+/* spool_set_batching: records at the tail wait in memory until an fsync is
+ * chosen; whatever overlaps them (a chunk's store, an abort's zeroes, a read
+ * of the mapping) sends them first, so every store lands in order. */
+Test(spool, batching_gathers_tail_records_until_an_fsync_is_chosen)
+{
+    struct spool_segment *seg;
+    struct spool *sp = test_store_spool(&seg);
+    spool_set_batching(sp, true);
+    struct envelope env = test_env();
+    static const char received[] = "Received: from h (192.0.2.1)\r\n\tby us; now\r\n";
+    size_t rlen = sizeof received - 1;
+    uint8_t body[1031];
+    test_fill(body, sizeof body, 600);
+    uint8_t *p;
+    size_t avail;
+    struct spool_ticket t1, t2, ts;
+    struct spool_segment *want[4];
+
+    int before = test_store_calls;
+    struct spool_msg *m1, *m2, *m3;
+    cr_assert_eq(spool_msg_begin_with(sp, 600, &env, 0, false, received, rlen, &m1), 0);
+    cr_assert_eq(spool_msg_begin_with(sp, 601, &env, 0, false, received, rlen, &m2), 0);
+    /* m1's chunk keeps its room between the two: m1's records go. */
+    cr_assert_eq(test_store_calls - before, 1);
+    cr_assert_eq(spool_msg_space(m1, &p, &avail), 0);
+    cr_assert_eq(spool_msg_commit_last(m1, body, sizeof body, &t1, NULL, NULL, NULL), 0);
+    cr_assert_eq(test_store_calls - before, 3, "m1's chunk; m2's records (the COMMIT is past them)");
+    cr_assert_eq(spool_msg_space(m2, &p, &avail), 0);
+    cr_assert_eq(spool_msg_commit_last(m2, body, sizeof body, &t2, NULL, NULL, NULL), 0);
+    cr_assert_eq(spool_append_rcpt_status(sp, 600, 0, RCPT_DELIVERED, 0, 0, NULL, &ts), 0);
+    cr_assert_eq(test_store_calls - before, 4, "m2's chunk; both COMMITs and the status wait");
+    struct spool_recovery r;
+    test_recover(&r, &seg, 1);
+    cr_assert_eq(r.nmsgs, 0, "no COMMIT in the file before the fsync is chosen");
+    spool_recovery_free(&r);
+    /* Begun in the batch and given up: the zeroes send the batch first. */
+    cr_assert_eq(spool_msg_begin_with(sp, 602, &env, 0, false, received, rlen, &m3), 0);
+    cr_assert_eq(test_store_calls - before, 4, "m3's records join the batch");
+    spool_msg_abort(m3);
+
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 1);
+    cr_assert_eq(spool_ticket_state(&t1), 0);
+    spool_sync_started(want[0]);
+    spool_sync_done(sp, want[0], 0);
+    cr_assert_eq(spool_ticket_state(&t1), 1);
+    cr_assert_eq(spool_ticket_state(&t2), 1);
+    test_recover(&r, &seg, 1);
+    cr_assert_eq(r.ndamage, 0);
+    cr_assert_eq(r.nmsgs, 2);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(r.msgs[i].qid, (uint64_t)(600 + i));
+        uint8_t *b = test_body(&r.msgs[i]);
+        cr_assert_eq(r.msgs[i].body_len, rlen + sizeof body);
+        cr_assert_eq(memcmp(b, received, rlen), 0);
+        cr_assert_eq(memcmp(b + rlen, body, sizeof body), 0);
+        free(b);
+    }
+    cr_assert_eq(r.msgs[0].env.rcpts[0].state, RCPT_DELIVERED);
+    spool_recovery_free(&r);
+
+    /* The batch's store fails when the fsync is chosen: that segment is
+     * failed, and the commit in it is refused, never acknowledged. */
+    struct spool_msg *m4;
+    struct spool_ticket t4;
+    cr_assert_eq(spool_msg_begin_with(sp, 603, &env, 0, false, received, rlen, &m4), 0);
+    cr_assert_eq(spool_msg_space(m4, &p, &avail), 0);
+    cr_assert_eq(spool_msg_commit_last(m4, body, sizeof body, &t4, NULL, NULL, NULL), 0);
+    test_store_fail_after = test_store_calls;
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 0);
+    cr_assert(seg->failed);
+    cr_assert_eq(spool_ticket_state(&t4), -EIO);
+    test_store_fail_after = -1;
+    spool_free(sp);
+}
+
+Test(spool, batching_is_off_with_durability_none)
+{
+    struct spool_segment *seg;
+    struct spool *sp = test_store_spool(&seg);
+    spool_set_nosync(sp, true);
+    spool_set_batching(sp, true);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    int before = test_store_calls;
+    cr_assert_eq(spool_msg_begin(sp, 610, &env, 0, false, &m), 0);
+    cr_assert_gt(test_store_calls, before, "stored at once: read for delivery at once");
+    spool_msg_abort(m);
+    spool_free(sp);
+}
