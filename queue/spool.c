@@ -1266,9 +1266,18 @@ spool_retire_pump(struct spool *sp)
         struct spool_retire *r = in;
         in = r->next;
         struct spool_segment *seg = r->holds.commit_seg;
-        if (seg->failed || !spool_retire_write(seg, r->holds.commit_off, r->qid)) {
-            /* Not rewritten: its DONE record (and so every segment the
-             * message touched) must stay until a restart sorts it out. */
+        struct spool_segment *dseg = NULL;
+        if (!seg->failed && seg == sp->cur
+            && spool_append(sp, NULL, SPOOL_REC_DONE, 0, r->qid, NULL, 0, &dseg, NULL) == 0
+            && dseg == seg) {
+            /* The COMMIT's segment is still the one appended to: a DONE
+             * beside it retires the message where it lies, appended at the
+             * tail with the other records (one store for many), where a
+             * rewrite would dirty an old page for the next fsync to seek to. */
+            r->gen = spool_dirty(sp, seg, false);
+        } else if (seg->failed || !spool_retire_write(seg, r->holds.commit_off, r->qid)) {
+            /* Not retired: every segment the message touched stays until a
+             * restart finds its final statuses. */
             r->gen = UINT64_MAX;
         } else {
             r->gen = spool_dirty(sp, seg, false);

@@ -78,6 +78,8 @@ struct rec_segref {
 struct rec_msg {
     uint64_t qid;
     bool has_env, has_commit, has_content, done, aborted, damaged, retired;
+    bool done_beside;           /* a DONE in the COMMIT's own segment */
+    uint32_t done_seg;
     struct rec_loc env, commit;
     uint32_t env_len;
     uint64_t body_len;
@@ -301,6 +303,8 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
         }
         m->has_commit = true;
         m->commit = loc;
+        if (m->done && m->done_seg == si)
+            m->done_beside = true;
         m->body_len = le_get_u64(pl);
         m->nchunks = le_get_u32(pl + 8);
         m->flags = le_get_u32(pl + 12);
@@ -317,6 +321,9 @@ spool_recovery_record(struct spool_recovery *r, uint32_t si, size_t off, const u
         break;
     case SPOOL_REC_DONE:
         m->done = true;
+        m->done_seg = si;
+        if (m->has_commit && m->commit.seg == si)
+            m->done_beside = true;
         break;
     case SPOOL_REC_ABORT:
         m->aborted = true;
@@ -635,7 +642,9 @@ spool_recovery_finish(struct spool_recovery *r)
 
     for (size_t i = 0; i < pv->nmsgs; i++) {
         struct rec_msg *m = &pv->msgs[i];
-        if (m->aborted || m->retired)
+        /* A DONE beside the COMMIT retires the message where it lies, as a
+         * RETIRED rewrite does: nothing of it is needed, nor kept for it. */
+        if (m->aborted || m->retired || m->done_beside)
             continue;
         if (!m->has_commit) {
             if (m->has_content)

@@ -472,6 +472,28 @@ Test(spool_recovery, abort_drops_the_qid_even_after_its_commit)
 
 Test(spool_recovery, done_messages_come_back_marked_done)
 {
+    /* A DONE in another segment than the COMMIT: the message comes back
+     * marked done (the caller retires it). */
+    struct spool *sp = spool_new(0, 4 << 20);
+    struct spool_segment *s1 = test_attach(sp, 4 << 20);
+    struct spool_segment *s2 = test_attach(sp, 4 << 20);
+    test_message(sp, 1, 3000);
+    test_message(sp, 2, 3000);
+    s1->tail = s1->size;   /* next appends go to s2 */
+    cr_assert_eq(spool_append_done(sp, 1, NULL, NULL), 0);
+    struct spool_segment *segs[2] = { s1, s2 };
+    struct spool_recovery r;
+    cr_assert_eq(test_recover(&r, segs, 2), 0);
+    cr_assert_eq(r.nmsgs, 2);
+    cr_assert(test_find(&r, 1)->done);
+    cr_assert_not(test_find(&r, 2)->done);
+    cr_assert_not(test_deletable(&r, s1));
+    spool_recovery_free(&r);
+    spool_free(sp);
+}
+
+Test(spool_recovery, a_done_beside_its_commit_ends_the_message)
+{
     struct spool *sp = spool_new(0, 4 << 20);
     struct spool_segment *seg = test_attach(sp, 4 << 20);
     test_message(sp, 1, 3000);
@@ -479,14 +501,14 @@ Test(spool_recovery, done_messages_come_back_marked_done)
     cr_assert_eq(spool_append_done(sp, 1, NULL, NULL), 0);
     struct spool_recovery r;
     cr_assert_eq(test_recover(&r, &seg, 1), 0);
-    cr_assert_eq(r.nmsgs, 2);
-    cr_assert(test_find(&r, 1)->done);
-    cr_assert_not(test_find(&r, 2)->done);
+    cr_assert_eq(r.nmsgs, 1);
+    cr_assert_eq(r.msgs[0].qid, 2);
     cr_assert_not(test_deletable(&r, seg));
     spool_recovery_free(&r);
 
     cr_assert_eq(spool_append_done(sp, 2, NULL, NULL), 0);
     cr_assert_eq(test_recover(&r, &seg, 1), 0);
+    cr_assert_eq(r.nmsgs, 0);
     cr_assert(test_deletable(&r, seg));
     spool_recovery_free(&r);
     spool_free(sp);
@@ -850,6 +872,51 @@ Test(spool_recovery, retired_commit_frees_the_done_segment_at_recovery)
     cr_assert_eq(r.kept[0], s1);
     cr_assert_eq(r.nmsgs, 1);
     cr_assert_eq(r.msgs[0].qid, 2);
+    spool_recovery_free(&r);
+    spool_free(sp);
+}
+
+/*
+ * A message finished while its COMMIT's segment is still the current one is
+ * retired by a DONE appended beside it, not by rewriting the COMMIT (an old
+ * page): recovery then skips it as it skips a RETIRED one, and keeps no
+ * segment for it.
+ */
+Test(spool_recovery, retired_in_the_current_segment_by_a_done_beside_the_commit)
+{
+    struct spool *sp = spool_new(0, 1 << 20);
+    struct spool_segment *s1 = test_attach(sp, 1 << 20);
+    struct spool_holdset hs = { 0 };
+    test_held_message(sp, 5, 3000, &hs);
+    uint32_t commit_off = hs.commit_off;
+    cr_assert_eq(hs.commit_seg, s1);
+    cr_assert_eq(spool_append_rcpt_status(sp, 5, 0, RCPT_DELIVERED, 0, 0, &hs, NULL), 0);
+    size_t tail = s1->tail;
+    spool_retire(&hs, 5);
+    spool_retire_pump(sp);
+    cr_assert_eq(s1->base[commit_off + 4], SPOOL_REC_COMMIT, "not rewritten");
+    cr_assert_gt(s1->tail, tail, "a DONE appended");
+    cr_assert_eq(s1->base[tail + 4], SPOOL_REC_DONE);
+    cr_assert_eq(atomic_load(&s1->holds), 1, "held until the DONE is durable");
+    struct spool_segment *want[4];
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 1);
+    spool_sync_started(want[0]);
+    spool_sync_done(sp, want[0], 0);
+    spool_retire_pump(sp);
+    cr_assert_eq(atomic_load(&s1->holds), 0);
+
+    struct spool_recovery r;
+    cr_assert_eq(test_recover(&r, &s1, 1), 0);
+    cr_assert_eq(r.nmsgs, 0);
+    cr_assert_eq(r.dropped_uncommitted, 0);
+    cr_assert(test_deletable(&r, s1), "nothing in it lives");
+    spool_recovery_free(&r);
+
+    test_message(sp, 6, 100);   /* a live one keeps it */
+    cr_assert_eq(test_recover(&r, &s1, 1), 0);
+    cr_assert_eq(r.nmsgs, 1);
+    cr_assert_eq(r.msgs[0].qid, 6);
+    cr_assert_not(test_deletable(&r, s1));
     spool_recovery_free(&r);
     spool_free(sp);
 }
