@@ -1272,6 +1272,19 @@ Test(spool, begin_with_first_octets_is_one_store_and_recovers_them_as_body_start
     spool_free(sp);
 }
 
+/* rm is message qid, its body our Received: header, then body. */
+static void
+test_assert_received_then(const struct spool_recovered_msg *rm, uint64_t qid,
+                          const char *received, size_t rlen, const uint8_t *body, size_t n)
+{
+    cr_assert_eq(rm->qid, qid);
+    cr_assert_eq(rm->body_len, rlen + n);
+    uint8_t *b = test_body(rm);
+    cr_assert_eq(memcmp(b, received, rlen), 0);
+    cr_assert_eq(memcmp(b + rlen, body, n), 0);
+    free(b);
+}
+
 /* The body's last octets given to the commit: a small chunk at the tail goes
  * out with its header and the COMMIT in one store; a chunk that others
  * follow in two (itself, then the COMMIT at the tail), its span unchanged;
@@ -1327,14 +1340,8 @@ Test(spool, commit_last_stores_a_small_chunk_and_its_commit_at_once)
     test_recover(&r, &seg, 1);
     cr_assert_eq(r.ndamage, 0);
     cr_assert_eq(r.nmsgs, 3);
-    for (int i = 0; i < 2; i++) {
-        cr_assert_eq(r.msgs[i].qid, (uint64_t)(500 + i));
-        uint8_t *b = test_body(&r.msgs[i]);
-        cr_assert_eq(r.msgs[i].body_len, rlen + sizeof body);
-        cr_assert_eq(memcmp(b, received, rlen), 0);
-        cr_assert_eq(memcmp(b + rlen, body, sizeof body), 0);
-        free(b);
-    }
+    for (int i = 0; i < 2; i++)
+        test_assert_received_then(&r.msgs[i], 500 + i, received, rlen, body, sizeof body);
     cr_assert_eq(r.msgs[2].qid, 502u);
     test_assert_body(&r.msgs[2], sizeof big, 502);
     spool_recovery_free(&r);
@@ -1390,14 +1397,8 @@ Test(spool, batching_gathers_tail_records_until_an_fsync_is_chosen)
     test_recover(&r, &seg, 1);
     cr_assert_eq(r.ndamage, 0);
     cr_assert_eq(r.nmsgs, 2);
-    for (int i = 0; i < 2; i++) {
-        cr_assert_eq(r.msgs[i].qid, (uint64_t)(600 + i));
-        uint8_t *b = test_body(&r.msgs[i]);
-        cr_assert_eq(r.msgs[i].body_len, rlen + sizeof body);
-        cr_assert_eq(memcmp(b, received, rlen), 0);
-        cr_assert_eq(memcmp(b + rlen, body, sizeof body), 0);
-        free(b);
-    }
+    for (int i = 0; i < 2; i++)
+        test_assert_received_then(&r.msgs[i], 600 + i, received, rlen, body, sizeof body);
     cr_assert_eq(r.msgs[0].env.rcpts[0].state, RCPT_DELIVERED);
     spool_recovery_free(&r);
 
