@@ -1063,6 +1063,9 @@ Test(spool, commit_extents_match_what_recovery_finds)
 
 /* --- a store function (spool_receive=buffered) ---------------------------- */
 
+/* Our Received: header, as io/ stores it at the start of a body. */
+static const char test_received[] = "Received: from h (192.0.2.1)\r\n\tby us; now\r\n";
+
 /* The segment is a memfd mapped read-only: a store through the mapping would
  * fault and kill the test; the store function writes the file with pwrite,
  * which the mapping then shows. */
@@ -1240,8 +1243,8 @@ Test(spool, begin_with_first_octets_is_one_store_and_recovers_them_as_body_start
     struct spool_segment *seg;
     struct spool *sp = test_store_spool(&seg);
     struct envelope env = test_env();
-    static const char received[] = "Received: from h (192.0.2.1)\r\n\tby us; now\r\n";
-    size_t rlen = sizeof received - 1;
+    const char *received = test_received;
+    size_t rlen = sizeof test_received - 1;
     int before = test_store_calls;
     struct spool_msg *m;
     cr_assert_eq(spool_msg_begin_with(sp, 400, &env, 0, false, received, rlen, &m), 0);
@@ -1294,8 +1297,8 @@ Test(spool, commit_last_stores_a_small_chunk_and_its_commit_at_once)
     struct spool_segment *seg;
     struct spool *sp = test_store_spool(&seg);
     struct envelope env = test_env();
-    static const char received[] = "Received: from h (192.0.2.1)\r\n\tby us; now\r\n";
-    size_t rlen = sizeof received - 1;
+    const char *received = test_received;
+    size_t rlen = sizeof test_received - 1;
     uint8_t body[1031], big[70000];
     test_fill(body, sizeof body, 500);
     test_fill(big, sizeof big, 502);
@@ -1357,8 +1360,8 @@ Test(spool, batching_gathers_tail_records_until_an_fsync_is_chosen)
     struct spool *sp = test_store_spool(&seg);
     spool_set_batching(sp, true);
     struct envelope env = test_env();
-    static const char received[] = "Received: from h (192.0.2.1)\r\n\tby us; now\r\n";
-    size_t rlen = sizeof received - 1;
+    const char *received = test_received;
+    size_t rlen = sizeof test_received - 1;
     uint8_t body[1031];
     test_fill(body, sizeof body, 600);
     uint8_t *p;
