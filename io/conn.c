@@ -208,6 +208,15 @@ conn_body_take(struct worker *w, struct conn *c, uint8_t *dst, const uint8_t *sr
         spool_msg_wrote(c->msg, n);
         return smtp_server_body(&c->smtp, src, n, consumed, w->now_ms);
     }
+    const struct smtp_txn *t = &c->smtp.txn;
+    if (t->bdat && !(t->bdat_last && n >= t->chunk_left)) {
+        /* A BDAT chunk's octets are all body (the receive stops at its
+         * end), and its reply says whether they were stored: store first. */
+        int e = conn_body_store(c, dst, src, n);
+        if (e < 0)
+            conn_body_storage_failed(w, c, e);
+        return smtp_server_body(&c->smtp, src, n, consumed, w->now_ms);
+    }
     enum smtp_body_result r = smtp_server_body(&c->smtp, src, n, consumed, w->now_ms);
     size_t keep = n;
     if (r == SMTP_BODY_COMMIT) {

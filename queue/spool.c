@@ -267,9 +267,8 @@ spool_batch_flush(struct spool *sp)
     spool_store_raw(b->seg, b->off, b->buf, len);
 }
 
-/* Before [off, off + n) of seg is stored or read through the mapping: the
- * batch goes first if it holds any of it, so stores land in order and reads
- * see them. */
+/* Before [off, off + n) of seg is read through the mapping: the batch goes
+ * first if it holds any of it, so the read sees it. */
 static void
 spool_settle(const struct spool_segment *seg, size_t off, size_t n)
 {
@@ -280,12 +279,17 @@ spool_settle(const struct spool_segment *seg, size_t off, size_t n)
         spool_batch_flush(sp);
 }
 
+/* A store that overlaps the batch or lands after its start sends the batch
+ * first: stores land in order, and the file never holds a record after a
+ * range the batch has yet to fill (recovery would call that hole damage). */
 static void
 spool_store(struct spool_segment *seg, size_t off, const void *src, size_t n)
 {
     if (n == 0)
         return;
-    spool_settle(seg, off, n);
+    struct spool *sp = seg->owner;
+    if (sp != NULL && sp->batch.len > 0 && sp->batch.seg == seg && off + n > sp->batch.off)
+        spool_batch_flush(sp);
     spool_store_raw(seg, off, src, n);
 }
 
@@ -422,7 +426,10 @@ spool_roll(struct spool *sp)
 {
     if (sp->spare == NULL)
         return -ENOSPC;
+    struct spool_segment *cur = sp->cur;
     spool_batch_flush(sp);
+    if (sp->cur != cur)
+        return 0;   /* the flush failed cur: the spare took over already */
     if (sp->cur)
         sp->cur->sealed = true;
     sp->cur = sp->spare;
@@ -774,7 +781,7 @@ spool_msg_reserve_via(struct spool_run *run, struct spool_msg *m)
 static int
 spool_msg_reserve(struct spool_msg *m)
 {
-    return spool_msg_reserve_via(NULL, m);
+    return spool_msg_reserve_via(m->sp->batching ? &m->sp->batch : NULL, m);
 }
 
 /* Turns the open chunk into BODY; gives unused space back when it is the
@@ -1267,7 +1274,7 @@ spool_retire_pump(struct spool *sp)
         in = r->next;
         struct spool_segment *seg = r->holds.commit_seg;
         struct spool_segment *dseg = NULL;
-        if (!seg->failed && seg == sp->cur
+        if (!seg->failed && seg == sp->cur && seg->tail + SPOOL_RECORD_HEADER_SIZE <= seg->size
             && spool_append(sp, NULL, SPOOL_REC_DONE, 0, r->qid, NULL, 0, &dseg, NULL) == 0
             && dseg == seg) {
             /* The COMMIT's segment is still the one appended to: a DONE

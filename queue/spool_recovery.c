@@ -601,8 +601,8 @@ spool_recovery_deletable(struct spool_recovery *r, const bool *live)
         changed = false;
         for (size_t i = 0; i < pv->nmsgs; i++) {
             struct rec_msg *m = &pv->msgs[i];
-            if (m->retired)
-                continue;   /* its COMMIT is gone: no DONE needed to cancel it */
+            if (m->retired || m->done_beside)
+                continue;   /* cancelled where it lies: no other DONE needed */
             bool content_kept = false;
             for (uint32_t k = 0; k < m->nsegs; k++)
                 if ((m->segs[k].kinds & REC_KIND_CONTENT) && !ok[m->segs[k].seg])

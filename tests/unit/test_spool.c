@@ -1403,6 +1403,7 @@ Test(spool, batching_gathers_tail_records_until_an_fsync_is_chosen)
     for (int i = 0; i < 2; i++)
         test_assert_received_then(&r.msgs[i], 600 + i, received, rlen, body, sizeof body);
     cr_assert_eq(r.msgs[0].env.rcpts[0].state, RCPT_DELIVERED);
+    cr_assert_eq(r.dropped_uncommitted, 0, "m3, given up in the batch, left an ABORT");
     spool_recovery_free(&r);
 
     /* The batch's store fails when the fsync is chosen: that segment is
@@ -1422,15 +1423,83 @@ Test(spool, batching_gathers_tail_records_until_an_fsync_is_chosen)
 
 Test(spool, batching_is_off_with_durability_none)
 {
+    for (int order = 0; order < 2; order++) {
+        struct spool_segment *seg;
+        struct spool *sp = test_store_spool(&seg);
+        if (order == 0) {
+            spool_set_nosync(sp, true);
+            spool_set_batching(sp, true);
+        } else {
+            spool_set_batching(sp, true);
+            spool_set_nosync(sp, true);
+        }
+        struct envelope env = test_env();
+        struct spool_msg *m;
+        int before = test_store_calls;
+        cr_assert_eq(spool_msg_begin(sp, 610, &env, 0, false, &m), 0);
+        cr_assert_gt(test_store_calls, before, "stored at once: read for delivery at once");
+        spool_msg_abort(m);
+        spool_free(sp);
+    }
+}
+
+/* The usual case: a small message begun and committed at the tail while its
+ * first records still wait in the batch. */
+Test(spool, batching_a_tail_chunk_whose_header_waits_in_the_batch)
+{
     struct spool_segment *seg;
     struct spool *sp = test_store_spool(&seg);
-    spool_set_nosync(sp, true);
+    spool_set_batching(sp, true);
+    struct envelope env = test_env();
+    const char *received = test_received;
+    size_t rlen = sizeof test_received - 1;
+    uint8_t body[700];
+    test_fill(body, sizeof body, 620);
+    struct spool_msg *m;
+    struct spool_ticket t;
+    uint8_t *p;
+    size_t avail;
+    int before = test_store_calls;
+    cr_assert_eq(spool_msg_begin_with(sp, 620, &env, 0, false, received, rlen, &m), 0);
+    cr_assert_eq(spool_msg_space(m, &p, &avail), 0);
+    cr_assert_eq(spool_msg_commit_last(m, body, sizeof body, &t, NULL, NULL, NULL), 0);
+    cr_assert_eq(test_store_calls - before, 1, "the batch goes before the chunk is read back");
+    struct spool_segment *want[4];
+    cr_assert_eq(spool_sync_wanted(sp, want, 4), 1);
+    cr_assert_eq(test_store_calls - before, 2, "chunk and COMMIT: one store");
+    spool_sync_started(want[0]);
+    spool_sync_done(sp, want[0], 0);
+    cr_assert_eq(spool_ticket_state(&t), 1);
+    struct spool_recovery r;
+    test_recover(&r, &seg, 1);
+    cr_assert_eq(r.ndamage, 0);
+    cr_assert_eq(r.nmsgs, 1);
+    test_assert_received_then(&r.msgs[0], 620, received, rlen, body, sizeof body);
+    spool_recovery_free(&r);
+    spool_free(sp);
+}
+
+/* The batch's store fails when the segment rolls: the spare takes over as
+ * for any failed segment, and the record that wanted the roll goes there. */
+Test(spool, batching_a_failed_store_at_a_roll_keeps_the_spare)
+{
+    struct spool_segment *seg;
+    struct spool *sp = test_store_spool(&seg);
+    struct spool_segment *spare = test_attach_readonly_file(sp, 8 << 20);
     spool_set_batching(sp, true);
     struct envelope env = test_env();
     struct spool_msg *m;
-    int before = test_store_calls;
-    cr_assert_eq(spool_msg_begin(sp, 610, &env, 0, false, &m), 0);
-    cr_assert_gt(test_store_calls, before, "stored at once: read for delivery at once");
+    cr_assert_eq(spool_msg_begin(sp, 630, &env, 0, false, &m), 0);   /* in the batch */
+    test_store_fail_after = test_store_calls;
+    seg->tail = seg->size;   /* the next record rolls */
+    struct spool_ticket t;
+    cr_assert_eq(spool_append_rcpt_status(sp, 630, 0, RCPT_DELIVERED, 0, 0, NULL, &t), 0);
+    test_store_fail_after = -1;
+    cr_assert(seg->failed);
+    cr_assert_not(spare->failed);
+    cr_assert_not(spare->sealed, "the spare is the current segment, not thrown away");
+    cr_assert_eq(t.n, 1);
+    cr_assert_eq(t.seg[0], spare);
     spool_msg_abort(m);
     spool_free(sp);
 }
