@@ -819,13 +819,16 @@ spool_msg_seal_via(struct spool_run *run, struct spool_msg *m, const void *last,
     if (n > 0 && run != NULL && whole <= SPOOL_SEAL_GATHER_MAX) {
         spool_store_via(run, seg, m->coff, h, sizeof h);
         spool_store_via(run, seg, pl, seg->base + pl, stored);
+        spool_store_via(run, seg, pl + stored, last, n);
+        if (tail) {
+            static const uint8_t pad[8];
+            spool_store_via(run, seg, m->coff + whole, pad, span - whole);   /* COMMIT next */
+        }
     } else {
+        /* The last octets before the header that claims them: a header in
+         * the file never waits for its payload in a run. */
+        spool_store(seg, pl + stored, last, n);
         spool_store(seg, m->coff, h, sizeof h);
-    }
-    spool_store_via(run, seg, pl + stored, last, n);
-    if (tail && n > 0 && run != NULL) {
-        static const uint8_t pad[8];
-        spool_store_via(run, seg, m->coff + whole, pad, span - whole);   /* the COMMIT follows */
     }
     m->has_chunk = false;
     if (m->nsealed == m->capsealed) {

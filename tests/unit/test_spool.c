@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -1502,4 +1503,177 @@ Test(spool, batching_a_failed_store_at_a_roll_keeps_the_spare)
     cr_assert_eq(t.seg[0], spare);
     spool_msg_abort(m);
     spool_free(sp);
+}
+
+/* --- a random model of the buffered spool, crashed at random moments ---- */
+
+struct model_msg {
+    uint64_t qid;
+    struct spool_msg *m;        /* open, else NULL */
+    uint8_t *want;              /* Received: header, then the body */
+    size_t len;
+    bool committed, acked;
+    struct spool_ticket t;
+};
+
+static uint64_t
+model_rand(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* A recovery of base (the live file, or a copy of it) finds every
+ * acknowledged message whole, and nothing that was not committed. */
+static void
+model_check(struct spool_segment *seg, const uint8_t *base, struct model_msg *msgs, size_t n,
+            const char *what)
+{
+    struct spool_segment *view = seg;
+    if (base != seg->base) {
+        view = xcalloc(1, sizeof *view);
+        view->worker = seg->worker;
+        view->seq = seg->seq;
+        view->salt = seg->salt;
+        view->size = seg->size;
+        view->base = (uint8_t *)base;
+        view->fd = -1;
+        atomic_init(&view->refs, 1);
+    }
+    struct spool_recovery r;
+    test_recover(&r, &view, 1);
+    cr_assert_eq(r.ndamage, 0, "%s: damage at %u (%s, qid %llu)", what,
+                 r.ndamage ? r.damage[0].off : 0, r.ndamage ? r.damage[0].why : "",
+                 r.ndamage ? (unsigned long long)r.damage[0].qid : 0ull);
+    size_t acked = 0, found = 0;
+    for (size_t i = 0; i < n; i++)
+        acked += msgs[i].acked;
+    for (size_t k = 0; k < r.nmsgs; k++) {
+        struct model_msg *mm = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (msgs[i].qid == r.msgs[k].qid)
+                mm = &msgs[i];
+        cr_assert_not_null(mm, "%s: unknown qid", what);
+        cr_assert(mm->committed, "%s: qid %llu recovered but never committed", what,
+                  (unsigned long long)mm->qid);
+        cr_assert_eq(r.msgs[k].body_len, mm->len, "%s: qid %llu length", what,
+                     (unsigned long long)mm->qid);
+        uint8_t *b = test_body(&r.msgs[k]);
+        cr_assert_eq(memcmp(b, mm->want, mm->len), 0, "%s: qid %llu body", what,
+                     (unsigned long long)mm->qid);
+        free(b);
+        found += mm->acked;
+    }
+    cr_assert_eq(found, acked, "%s: %zu of %zu acknowledged messages recovered", what, found,
+                 acked);
+    spool_recovery_free(&r);
+    if (view != seg)
+        xfree(view);
+}
+
+Test(spool, batching_random_model_recovers_every_acknowledged_message)
+{
+    enum { STEPS = 600, MAXMSGS = 400, SEGSIZE = 8 << 20 };
+    uint64_t seeds = getenv("SPOOL_MODEL_SEEDS") ? strtoull(getenv("SPOOL_MODEL_SEEDS"), NULL, 10)
+                                                 : 12;
+    for (uint64_t seed = 1; seed <= seeds; seed++) {
+        uint64_t rng = seed * 0x9e3779b97f4a7c15ull;
+        test_store_calls = 0;
+        test_store_fail_after = -1;
+        struct spool *sp = spool_new(0, SEGSIZE);
+        spool_set_store(sp, test_pwrite_store);
+        spool_set_batching(sp, true);
+        struct spool_segment *seg = test_attach_readonly_file(sp, SEGSIZE);
+        struct envelope env = test_env();
+        struct model_msg *msgs = xcalloc(MAXMSGS, sizeof *msgs);
+        size_t n = 0;
+        uint8_t *synced = xcalloc(1, SEGSIZE);   /* the file at the last fsync */
+        cr_assert_eq(pread(seg->fd, synced, SEGSIZE, 0), (ssize_t)SEGSIZE);
+        uint8_t chunk[3000];
+        for (int step = 0; step < STEPS && n < MAXMSGS; step++) {
+            uint64_t op = model_rand(&rng) % 10;
+            size_t open[MAXMSGS], nopen = 0, done[MAXMSGS], ndone = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (msgs[i].m)
+                    open[nopen++] = i;
+                else if (msgs[i].committed)
+                    done[ndone++] = i;
+            }
+            if (op == 0 || nopen == 0) {
+                if (nopen >= 5)
+                    continue;
+                struct model_msg *mm = &msgs[n];
+                mm->qid = 1000 * seed + n;
+                if (spool_msg_begin_with(sp, mm->qid, &env, 0, model_rand(&rng) % 4 == 0,
+                                         test_received, sizeof test_received - 1, &mm->m)
+                    != 0)
+                    break;   /* full */
+                mm->want = xmalloc(sizeof test_received + 16384 + 1500);   /* body, then the end */
+                memcpy(mm->want, test_received, sizeof test_received - 1);
+                mm->len = sizeof test_received - 1;
+                n++;
+                continue;
+            }
+            struct model_msg *mm = &msgs[open[model_rand(&rng) % nopen]];
+            uint8_t *p;
+            size_t avail;
+            if (op <= 4) {                       /* more body */
+                size_t k = 1 + model_rand(&rng) % sizeof chunk;
+                if (mm->len + k > 16384 || spool_msg_space(mm->m, &p, &avail) != 0)
+                    continue;
+                k = k < avail ? k : avail;
+                test_fill(chunk, k, mm->qid + mm->len);
+                cr_assert_eq(spool_msg_put(mm->m, chunk, k), 0);
+                memcpy(mm->want + mm->len, chunk, k);
+                mm->len += k;
+            } else if (op <= 6) {                /* the end of the body, committed */
+                cr_assert_eq(spool_msg_space(mm->m, &p, &avail), 0);
+                size_t k = model_rand(&rng) % 1500;
+                k = k < avail ? k : avail;
+                test_fill(chunk, k, mm->qid + mm->len);
+                memcpy(mm->want + mm->len, chunk, k);
+                mm->len += k;
+                cr_assert_eq(spool_msg_commit_last(mm->m, chunk, k, &mm->t, NULL, NULL, NULL), 0);
+                mm->m = NULL;
+                mm->committed = true;
+            } else if (op == 7) {                /* given up */
+                spool_msg_abort(mm->m);
+                mm->m = NULL;
+            } else if (op == 8 && ndone > 0) {   /* a delivery record */
+                struct model_msg *d = &msgs[done[model_rand(&rng) % ndone]];
+                struct spool_ticket t;
+                cr_assert_eq(spool_append_rcpt_status(sp, d->qid, 0, RCPT_DELIVERED, 0, 0, NULL,
+                                                      &t), 0);
+            } else {                             /* group commit */
+                struct spool_segment *want[4];
+                size_t ns = spool_sync_wanted(sp, want, 4);
+                for (size_t i = 0; i < ns; i++) {
+                    spool_sync_started(want[i]);
+                    spool_sync_done(sp, want[i], 0);
+                }
+                for (size_t i = 0; i < n; i++)
+                    if (msgs[i].committed && spool_ticket_state(&msgs[i].t) == 1)
+                        msgs[i].acked = true;
+                cr_assert_eq(pread(seg->fd, synced, SEGSIZE, 0), (ssize_t)SEGSIZE);
+            }
+            if (step % 100 == 99) {
+                /* kill -9 now: the file as written so far (what waits in the
+                 * batch is lost), and as it was at the last fsync. */
+                model_check(seg, seg->base, msgs, n, "as written");
+                model_check(seg, synced, msgs, n, "as of the last fsync");
+            }
+        }
+        model_check(seg, seg->base, msgs, n, "at the end");
+        cr_assert_gt(test_store_calls, 0);
+        for (size_t i = 0; i < n; i++) {
+            if (msgs[i].m)
+                spool_msg_abort(msgs[i].m);
+            free(msgs[i].want);
+        }
+        free(msgs);
+        free(synced);
+        spool_free(sp);
+    }
 }
