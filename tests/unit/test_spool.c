@@ -1513,7 +1513,10 @@ struct model_msg {
     uint8_t *want;              /* Received: header, then the body */
     size_t len;
     bool committed, acked;
+    bool retiring;              /* spool_retire called */
+    uint64_t retired_at;        /* the group commit after which it is gone */
     struct spool_ticket t;
+    struct spool_holdset holds;
 };
 
 static uint64_t
@@ -1526,10 +1529,20 @@ model_rand(uint64_t *s)
 }
 
 /* A recovery of base (the live file, or a copy of it) finds every
- * acknowledged message whole, and nothing that was not committed. */
+ * acknowledged message whole, and nothing that was not committed. Retired
+ * messages are gone once a group commit covered their DONE; in the file as
+ * written, one being retired may already be gone. */
+static bool
+model_required(const struct model_msg *mm, uint64_t syncs, bool written)
+{
+    if (!mm->acked || (mm->retired_at && mm->retired_at <= syncs))
+        return false;
+    return !(written && mm->retiring);
+}
+
 static void
 model_check(struct spool_segment *seg, const uint8_t *base, struct model_msg *msgs, size_t n,
-            const char *what)
+            uint64_t syncs, const char *what)
 {
     struct spool_segment *view = seg;
     if (base != seg->base) {
@@ -1548,8 +1561,10 @@ model_check(struct spool_segment *seg, const uint8_t *base, struct model_msg *ms
                  r.ndamage ? r.damage[0].off : 0, r.ndamage ? r.damage[0].why : "",
                  r.ndamage ? (unsigned long long)r.damage[0].qid : 0ull);
     size_t acked = 0, found = 0;
+    /* A retirement made durable by a group commit stays: the message is gone. */
+    bool written = base == seg->base;
     for (size_t i = 0; i < n; i++)
-        acked += msgs[i].acked;
+        acked += model_required(&msgs[i], syncs, written);
     for (size_t k = 0; k < r.nmsgs; k++) {
         struct model_msg *mm = NULL;
         for (size_t i = 0; i < n; i++)
@@ -1558,13 +1573,16 @@ model_check(struct spool_segment *seg, const uint8_t *base, struct model_msg *ms
         cr_assert_not_null(mm, "%s: unknown qid", what);
         cr_assert(mm->committed, "%s: qid %llu recovered but never committed", what,
                   (unsigned long long)mm->qid);
+        cr_assert(!(mm->retired_at && mm->retired_at <= syncs),
+                  "%s: qid %llu recovered after its retirement was durable", what,
+                  (unsigned long long)mm->qid);
         cr_assert_eq(r.msgs[k].body_len, mm->len, "%s: qid %llu length", what,
                      (unsigned long long)mm->qid);
         uint8_t *b = test_body(&r.msgs[k]);
         cr_assert_eq(memcmp(b, mm->want, mm->len), 0, "%s: qid %llu body", what,
                      (unsigned long long)mm->qid);
         free(b);
-        found += mm->acked;
+        found += model_required(mm, syncs, written);
     }
     cr_assert_eq(found, acked, "%s: %zu of %zu acknowledged messages recovered", what, found,
                  acked);
@@ -1590,6 +1608,7 @@ Test(spool, batching_random_model_recovers_every_acknowledged_message)
         struct model_msg *msgs = xcalloc(MAXMSGS, sizeof *msgs);
         size_t n = 0;
         uint8_t *synced = xcalloc(1, SEGSIZE);   /* the file at the last fsync */
+        uint64_t syncs = 0, synced_syncs = 0;
         cr_assert_eq(pread(seg->fd, synced, SEGSIZE, 0), (ssize_t)SEGSIZE);
         uint8_t chunk[3000];
         for (int step = 0; step < STEPS && n < MAXMSGS; step++) {
@@ -1619,7 +1638,11 @@ Test(spool, batching_random_model_recovers_every_acknowledged_message)
             struct model_msg *mm = &msgs[open[model_rand(&rng) % nopen]];
             uint8_t *p;
             size_t avail;
-            if (op <= 4) {                       /* more body */
+            if (op == 1 && mm->len > sizeof test_received + 16) {   /* given back */
+                size_t k = 1 + model_rand(&rng) % 12;
+                spool_msg_unwrite(mm->m, k);
+                mm->len -= k;
+            } else if (op <= 4) {                /* more body */
                 size_t k = 1 + model_rand(&rng) % sizeof chunk;
                 if (mm->len + k > 16384 || spool_msg_space(mm->m, &p, &avail) != 0)
                     continue;
@@ -1635,17 +1658,28 @@ Test(spool, batching_random_model_recovers_every_acknowledged_message)
                 test_fill(chunk, k, mm->qid + mm->len);
                 memcpy(mm->want + mm->len, chunk, k);
                 mm->len += k;
-                cr_assert_eq(spool_msg_commit_last(mm->m, chunk, k, &mm->t, NULL, NULL, NULL), 0);
+                struct spool_extent *ext;
+                uint32_t next;
+                cr_assert_eq(spool_msg_commit_last(mm->m, chunk, k, &mm->t, &ext, &next,
+                                                   &mm->holds), 0);
+                spool_extents_release(ext, next);
                 mm->m = NULL;
                 mm->committed = true;
             } else if (op == 7) {                /* given up */
                 spool_msg_abort(mm->m);
                 mm->m = NULL;
-            } else if (op == 8 && ndone > 0) {   /* a delivery record */
+            } else if (op == 8 && ndone > 0) {   /* delivered: status, then retired */
                 struct model_msg *d = &msgs[done[model_rand(&rng) % ndone]];
+                if (!d->acked || d->retiring)
+                    continue;
                 struct spool_ticket t;
-                cr_assert_eq(spool_append_rcpt_status(sp, d->qid, 0, RCPT_DELIVERED, 0, 0, NULL,
-                                                      &t), 0);
+                cr_assert_eq(spool_append_rcpt_status(sp, d->qid, 0, RCPT_DELIVERED, 0, 0,
+                                                      &d->holds, &t), 0);
+                if (model_rand(&rng) % 2) {
+                    spool_retire(&d->holds, d->qid);
+                    spool_retire_pump(sp);
+                    d->retiring = true;
+                }
             } else {                             /* group commit */
                 struct spool_segment *want[4];
                 size_t ns = spool_sync_wanted(sp, want, 4);
@@ -1653,23 +1687,31 @@ Test(spool, batching_random_model_recovers_every_acknowledged_message)
                     spool_sync_started(want[i]);
                     spool_sync_done(sp, want[i], 0);
                 }
-                for (size_t i = 0; i < n; i++)
+                syncs++;
+                for (size_t i = 0; i < n; i++) {
                     if (msgs[i].committed && spool_ticket_state(&msgs[i].t) == 1)
                         msgs[i].acked = true;
+                    if (msgs[i].retiring && !msgs[i].retired_at)
+                        msgs[i].retired_at = syncs;   /* its DONE went with this fsync */
+                }
+                spool_retire_pump(sp);   /* holds go once it is durable */
                 cr_assert_eq(pread(seg->fd, synced, SEGSIZE, 0), (ssize_t)SEGSIZE);
+                synced_syncs = syncs;
             }
             if (step % 100 == 99) {
                 /* kill -9 now: the file as written so far (what waits in the
                  * batch is lost), and as it was at the last fsync. */
-                model_check(seg, seg->base, msgs, n, "as written");
-                model_check(seg, synced, msgs, n, "as of the last fsync");
+                model_check(seg, seg->base, msgs, n, syncs, "as written");
+                model_check(seg, synced, msgs, n, synced_syncs, "as of the last fsync");
             }
         }
-        model_check(seg, seg->base, msgs, n, "at the end");
+        model_check(seg, seg->base, msgs, n, syncs, "at the end");
         cr_assert_gt(test_store_calls, 0);
         for (size_t i = 0; i < n; i++) {
             if (msgs[i].m)
                 spool_msg_abort(msgs[i].m);
+            if (!msgs[i].retiring)
+                spool_holdset_release(&msgs[i].holds);
             free(msgs[i].want);
         }
         free(msgs);
