@@ -163,19 +163,6 @@ conn_body_buffered(const struct worker *w)
     return w->body_bufs.br != NULL;
 }
 
-/* n body octets at src belong at dst, the space spool_msg_space gave: in
- * place already (src == dst), else put there by the spool (pwrite when
- * buffered, memcpy into the mapping when not); then counted as stored.
- * 0 or -errno (the message must then be given up). */
-static int
-conn_body_store(struct conn *c, uint8_t *dst, const uint8_t *src, size_t n)
-{
-    if (src != dst)
-        return spool_msg_put(c->msg, src, n);
-    spool_msg_wrote(c->msg, n);
-    return 0;
-}
-
 /* The spool could not give room for more body: read the rest and drop it,
  * then answer 452/451 (the session decides the words). */
 static void
@@ -212,28 +199,24 @@ conn_body_take(struct worker *w, struct conn *c, uint8_t *dst, const uint8_t *sr
     if (t->bdat && !(t->bdat_last && n >= t->chunk_left)) {
         /* A BDAT chunk's octets are all body (the receive stops at its
          * end), and its reply says whether they were stored: store first. */
-        int e = conn_body_store(c, dst, src, n);
+        int e = spool_msg_put(c->msg, src, n);
         if (e < 0)
             conn_body_storage_failed(w, c, e);
         return smtp_server_body(&c->smtp, src, n, consumed, w->now_ms);
     }
     enum smtp_body_result r = smtp_server_body(&c->smtp, src, n, consumed, w->now_ms);
-    size_t keep = n;
     if (r == SMTP_BODY_COMMIT) {
+        /* Only the body's octets, left to conn_commit, which runs before the
+         * buffer goes back. */
         uint64_t body = c->received_len + smtp_server_body_length(&c->smtp);
         uint64_t stored = spool_msg_length(c->msg);
-        keep = body <= stored ? 0 : body - stored < n ? (size_t)(body - stored) : n;
-    } else if (r == SMTP_BODY_DISCARD || r == SMTP_BODY_REJECTED) {
-        keep = 0;   /* the message is given up */
+        c->last_body = src;
+        c->nlast_body = body <= stored ? 0 : body - stored < n ? (size_t)(body - stored) : n;
+    } else if (r != SMTP_BODY_DISCARD && r != SMTP_BODY_REJECTED) {
+        int e = spool_msg_put(c->msg, src, n);   /* not when the message is given up */
+        if (e < 0)
+            conn_body_storage_failed(w, c, e);   /* the session discards the rest */
     }
-    if (r == SMTP_BODY_COMMIT) {
-        c->last_body = src;   /* conn_commit runs before the buffer goes back */
-        c->nlast_body = keep;
-        return r;
-    }
-    int e = conn_body_store(c, dst, src, keep);
-    if (e < 0)
-        conn_body_storage_failed(w, c, e);   /* the session discards the rest */
     return r;
 }
 
@@ -614,7 +597,7 @@ conn_feed_body_prefix(struct worker *w, struct conn *c)
             }
             if (want > avail)
                 want = avail;
-            e = conn_body_store(c, dst, p, want);
+            e = spool_msg_put(c->msg, p, want);   /* a copy into the chunk at dst */
             if (e < 0) {
                 conn_body_storage_failed(w, c, e);
                 continue;

@@ -204,14 +204,12 @@ segfile_release_pages(uint8_t *p, size_t len)
     (void)madvise((void *)start, end - start, MADV_DONTNEED);
 }
 
-int
-segfile_store(const struct spool_segment *seg, size_t off, const void *src, size_t n)
+/* All n octets at off, through short writes and EINTR. 0 or -errno. */
+static int
+segfile_pwrite_all(int fd, const uint8_t *p, size_t n, size_t off)
 {
-    const uint8_t *s = src;
-    if (n > seg->size || off > seg->size - n)
-        return -EINVAL;
     while (n > 0) {
-        ssize_t k = pwrite(seg->fd, s, n, (off_t)off);
+        ssize_t k = pwrite(fd, p, n, (off_t)off);
         if (k < 0) {
             if (errno == EINTR)
                 continue;
@@ -219,11 +217,19 @@ segfile_store(const struct spool_segment *seg, size_t off, const void *src, size
         }
         if (k == 0)
             return -EIO;
-        s += k;
-        off += k;
+        p += k;
+        off += (size_t)k;
         n -= (size_t)k;
     }
     return 0;
+}
+
+int
+segfile_store(const struct spool_segment *seg, size_t off, const void *src, size_t n)
+{
+    if (n > seg->size || off > seg->size - n)
+        return -EINVAL;
+    return segfile_pwrite_all(seg->fd, src, n, off);
 }
 
 int
@@ -380,18 +386,7 @@ segfile_write_file(const char *path, const uint8_t *p, size_t n)
     int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return -errno;
-    int rc = 0;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = -errno;
-            break;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
+    int rc = segfile_pwrite_all(fd, p, n, 0);
     if (rc == 0 && fsync(fd) < 0)
         rc = -errno;
     if (close(fd) < 0 && rc == 0)

@@ -741,6 +741,16 @@ spool_msg_write_body_header(struct spool_msg *m, struct spool_segment *seg, size
                        crc32c(0, pl, plen));
 }
 
+/* The open chunk ends where the current segment's next record would go:
+ * its unused room can be given back. */
+static bool
+spool_msg_chunk_is_tail(const struct spool_msg *m)
+{
+    const struct spool_segment *seg = m->cseg;
+    return m->has_chunk && seg == m->sp->cur && !seg->failed
+           && seg->tail == m->coff + m->cspan;
+}
+
 /* Reserves the next chunk as a RESERVED record with its final span. */
 static int
 spool_msg_reserve_via(struct spool_run *run, struct spool_msg *m)
@@ -793,7 +803,6 @@ spool_msg_reserve(struct spool_msg *m)
 static void
 spool_msg_seal_via(struct spool_run *run, struct spool_msg *m, const void *last, size_t n)
 {
-    struct spool *sp = m->sp;
     struct spool_segment *seg = m->cseg;
     size_t pl = m->coff + SPOOL_RECORD_HEADER_SIZE;
     size_t stored = SPOOL_CHUNK_PREFIX + m->cused;
@@ -808,7 +817,7 @@ spool_msg_seal_via(struct spool_run *run, struct spool_msg *m, const void *last,
     /* Octets written then given back (unwrite) must not linger as junk. */
     if (m->chi > m->cused)
         spool_store_zeros(seg, pl + len, m->chi - m->cused);
-    bool tail = seg == sp->cur && !seg->failed && seg->tail == m->coff + span;
+    bool tail = spool_msg_chunk_is_tail(m);
     if (tail) {
         span = spool_align8(SPOOL_RECORD_HEADER_SIZE + len);
         seg->tail = m->coff + span;
@@ -1044,8 +1053,7 @@ spool_msg_commit_last(struct spool_msg *m, const void *last, size_t n,
     struct spool_run local = { .len = 0 };
     struct spool_run *crun = sp->batching ? &sp->batch : &local;
     struct spool_run *run = &local;
-    if (m->has_chunk && m->cseg == sp->cur && !m->cseg->failed
-        && m->cseg->tail == m->coff + m->cspan)
+    if (spool_msg_chunk_is_tail(m))
         run = crun;
     if (m->has_chunk)
         spool_msg_seal_via(run, m, last, n);
@@ -1120,7 +1128,7 @@ spool_msg_abort(struct spool_msg *m)
     struct spool *sp = m->sp;
     if (m->has_chunk) {
         struct spool_segment *seg = m->cseg;
-        if (seg == sp->cur && !seg->failed && seg->tail == m->coff + m->cspan) {
+        if (spool_msg_chunk_is_tail(m)) {
             /* Tail: give the whole chunk back, zeroed. */
             spool_store_zeros(seg, m->coff,
                               SPOOL_RECORD_HEADER_SIZE + SPOOL_CHUNK_PREFIX + m->chi);
