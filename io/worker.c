@@ -268,7 +268,8 @@ worker_on_removal(struct worker *w, enum io_op op, void *p, int res)
     rm->busy = false;
 }
 
-/* Start-up path: the first segment is made before the loop runs. */
+/* Made at once, blocking: the first segment, before the loop runs, and a
+ * spare the ring did not deliver in time (worker_spare_now). */
 static int
 worker_create_segment_sync(struct worker *w)
 {
@@ -290,8 +291,35 @@ worker_create_segment_sync(struct worker *w)
 }
 
 /*
- * Loop path: prepares the spare segment through the ring, so rollover never
- * blocks: OPENAT -> FALLOCATE (space is reserved, stores into the mapping
+ * The spool's spare source (spool_set_spare_source): the ring's spare was
+ * not ready when the current segment filled, so one is made here, blocking
+ * this loop for an open, fallocate and two fsyncs, rather than answering 452
+ * to a message we can store. A preparation still in flight on the ring is
+ * dropped when it completes (its number is lower than this one's).
+ */
+static int
+worker_spare_now(struct spool *sp, void *arg)
+{
+    struct worker *w = arg;
+    (void)sp;
+    int r = worker_create_segment_sync(w);
+    w->segments_made_late++;
+    if (w->now_ms >= w->spare_late_warned_ms + 1000) {
+        log_warn("worker %u: spare spool segment not ready when the current one filled; "
+                 "%s one at once (%llu so far; a larger spool_segment_size gives the "
+                 "preparation more time; warned once a second)",
+                 w->id, r == 0 ? "made" : "could not make",
+                 (unsigned long long)w->segments_made_late);
+        w->spare_late_warned_ms = w->now_ms;
+    }
+    if (r < 0)
+        log_error("worker %u: creating spool segment: %s", w->id, strerror(-r));
+    return r;
+}
+
+/*
+ * Loop path: prepares the spare segment through the ring, so rollover need
+ * not block: OPENAT -> FALLOCATE (space is reserved, stores into the mapping
  * can never SIGBUS) -> FSYNC of the directory (the new name is durable before
  * any commit in the file is acknowledged) -> mmap and attach.
  */
@@ -354,11 +382,20 @@ worker_on_prep(struct worker *w, enum io_op op, int res)
             worker_prep_failed(w, "fsync directory", res);
             return;
         }
-        res = worker_attach_segment(w, w->prep.fd, w->prep.seq);
+        if (!spool_wants_segment(w->spool)) {
+            /* worker_spare_now made a later one meanwhile: this number is
+             * behind it, and segments are used in number order. */
+            close(w->prep.fd);
+            unlink(w->prep.path);
+            res = 0;
+        } else
+            res = worker_attach_segment(w, w->prep.fd, w->prep.seq);
         w->prep.fd = -1;
         w->prep.busy = false;
-        if (res < 0)
+        if (res < 0) {
             log_error("worker %u: mapping spool segment: %s", w->id, strerror(-res));
+            unlink(w->prep.path);
+        }
         return;
     default:
         return;
@@ -655,7 +692,7 @@ worker_after_batch(struct worker *w)
     delivery_pump(w);
     spool_retire_pump(w->spool);
     worker_submit_syncs(w, atomic_load(&w->d->stopping));
-    /* The spare segment as soon as the current one passes half, not at the
+    /* The spare segment as soon as the current one passes a quarter, not at the
      * next tick: under load the rest of a segment fills in less than a tick,
      * and without a spare the next message would get 452. */
     if (w->now_ms >= w->prep.retry_ms)   /* after a failure: the tick retries */
@@ -732,11 +769,13 @@ worker_main(void *arg)
     }
     io_uring_submit(&w->ring);
     log_info("worker %u: %llu messages accepted, %llu fsyncs (%.1f messages per fsync, "
-             "%.2f ms per fsync), %llu finished segments removed",
+             "%.2f ms per fsync), %llu finished segments removed, %llu spare segments "
+             "made late",
              w->id, (unsigned long long)w->accepted_msgs, (unsigned long long)w->fsyncs,
              w->fsyncs ? (double)w->accepted_msgs / (double)w->fsyncs : 0.0,
              w->fsyncs ? (double)w->fsync_us_total / (double)w->fsyncs / 1000.0 : 0.0,
-             (unsigned long long)w->segments_removed);
+             (unsigned long long)w->segments_removed,
+             (unsigned long long)w->segments_made_late);
     return NULL;
 }
 
@@ -810,6 +849,7 @@ worker_new(struct daemon *d, unsigned id, char *err, size_t errsize)
         snprintf(err, errsize, "creating spool segment in %s: %s", dir, strerror(-r));
         goto fail;
     }
+    spool_set_spare_source(w->spool, worker_spare_now, w);
     if (delivery_init(w, err, errsize) != 0)
         goto fail;
     w->inbox = handoff_new(65536);

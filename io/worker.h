@@ -206,6 +206,8 @@ struct worker {
     struct seg_prep prep;
     struct seg_removal removal;
     uint64_t segments_removed;
+    uint64_t segments_made_late;    /* spare made in the loop (worker_spare_now) */
+    uint64_t spare_late_warned_ms;
     int seg_dir_fd;             /* "<spool_dir>/seg", fsync'd after creates */
     uint64_t last_qid;
     /* delivery (io/delivery.c) and the cross-worker hand-off */

@@ -68,6 +68,9 @@ struct spool {
     uint64_t next_seq;
     bool nosync;
     spool_store_fn *store;      /* NULL: memcpy into the mapping */
+    spool_spare_fn *spare_source;   /* a late spare, made at once */
+    void *spare_source_arg;
+    uint64_t attached_top;      /* 1 + the highest seq attached; 0: none yet */
     bool cur_failed;            /* current failed, no spare took over yet */
     struct spool_segment *cur;
     struct spool_segment *spare;
@@ -222,7 +225,7 @@ spool_wants_segment(const struct spool *sp)
 {
     if (sp->cur == NULL)
         return sp->spare == NULL;
-    return sp->spare == NULL && sp->cur->tail > sp->cur->size / 2;
+    return sp->spare == NULL && sp->cur->tail > sp->cur->size / 4;
 }
 
 /* Writes the segment header and makes seg current, or the spare. */
@@ -349,7 +352,7 @@ struct spool_segment *
 spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size_t size,
                      uint64_t salt)
 {
-    if (sp->spare != NULL || size < SPOOL_SEGMENT_MIN_SIZE
+    if (sp->spare != NULL || seq < sp->attached_top || size < SPOOL_SEGMENT_MIN_SIZE
         || size > SPOOL_SEGMENT_MAX_SIZE)
         return NULL;
 
@@ -380,6 +383,7 @@ spool_segment_attach(struct spool *sp, uint64_t seq, int fd, uint8_t *base, size
     }
 
     spool_all_add(sp, seg);
+    sp->attached_top = seq + 1;
     if (seq >= sp->next_seq)
         sp->next_seq = seq + 1;
 
@@ -413,6 +417,13 @@ spool_segment_put(struct spool_segment *seg)
 }
 
 void
+spool_set_spare_source(struct spool *sp, spool_spare_fn *fn, void *arg)
+{
+    sp->spare_source = fn;
+    sp->spare_source_arg = arg;
+}
+
+void
 spool_set_unmap(spool_unmap_fn *fn)
 {
     atomic_store(&spool_unmap_cb, fn);
@@ -424,6 +435,8 @@ spool_set_unmap(spool_unmap_fn *fn)
 static int
 spool_roll(struct spool *sp)
 {
+    if (sp->spare == NULL && sp->spare_source != NULL)
+        (void)sp->spare_source(sp, sp->spare_source_arg);
     if (sp->spare == NULL)
         return -ENOSPC;
     struct spool_segment *cur = sp->cur;

@@ -218,13 +218,16 @@ uint64_t spool_next_segment_seq(struct spool *sp);
 /* After recovery: numbers below seq are taken (spool_recovery.next_segment_seq). */
 void spool_set_next_segment_seq(struct spool *sp, uint64_t seq);
 /* True when io/ should prepare a spare segment now (the current one is past
- * half full, or there is none), so rollover never waits on the disk. */
+ * a quarter full, or there is none), so rollover need not wait on the disk. */
 bool spool_wants_segment(const struct spool *sp);
 /* Takes a freshly created, zeroed, fallocated mapping and writes its header.
  * The spool keeps one current and at most one spare segment. Returns the new
  * segment (the spool holds one reference until spool_free), or NULL when a
- * spare is already attached or size is outside SPOOL_SEGMENT_MIN_SIZE..
- * SPOOL_SEGMENT_MAX_SIZE (the mapping then stays the caller's). */
+ * spare is already attached, when a segment numbered seq or higher was
+ * attached already (segments are used in number order: recovery orders
+ * status records by it), when size is outside SPOOL_SEGMENT_MIN_SIZE..
+ * SPOOL_SEGMENT_MAX_SIZE, or when the header store fails (the mapping then
+ * stays the caller's). */
 struct spool_segment *spool_segment_attach(struct spool *sp, uint64_t seq, int fd,
                                            uint8_t *base, size_t size, uint64_t salt);
 /* Reference counting for readers (delivery, other workers). The last put
@@ -252,6 +255,16 @@ void spool_set_store(struct spool *sp, spool_store_fn *store);
  * returns. */
 void spool_set_batching(struct spool *sp, bool on);
 void spool_set_unmap(spool_unmap_fn *fn);
+/*
+ * Where a spare comes from when it is late: a record does not fit in the
+ * current segment and io/'s ring has not delivered the spare yet (a disk
+ * slower than the segment fills). The function creates a segment now and
+ * attaches it (spool_segment_attach), so a slow disk delays that one append
+ * instead of refusing the message with 452. 0 or -errno; without one, or
+ * when it fails, the append gets -ENOSPC.
+ */
+typedef int spool_spare_fn(struct spool *sp, void *arg);
+void spool_set_spare_source(struct spool *sp, spool_spare_fn *fn, void *arg);
 /* Checks a segment header (magic, version, CRC) and reads its fields.
  * Returns 0 or -EINVAL. Any out pointer may be NULL. */
 int spool_segment_header_read(const uint8_t *base, size_t size, uint32_t *worker,

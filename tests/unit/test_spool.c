@@ -674,7 +674,7 @@ Test(spool, no_segment_means_enospc)
     spool_free(sp);
 }
 
-Test(spool, wants_a_spare_once_past_half_full)
+Test(spool, wants_a_spare_once_past_a_quarter_full)
 {
     struct spool *sp = spool_new(0, 65536);
     test_attach(sp, 65536);
@@ -682,9 +682,95 @@ Test(spool, wants_a_spare_once_past_half_full)
     struct spool_msg *m;
     cr_assert_eq(spool_msg_begin(sp, 1, &env, 0, false, &m), 0);
     cr_assert_not(spool_wants_segment(sp));
-    cr_assert_eq(test_write_body(m, 40000, 1, 40000), 0);
+    cr_assert_eq(test_write_body(m, 12000, 1, 12000), 0);
+    cr_assert_not(spool_wants_segment(sp));
+    cr_assert_eq(test_write_body(m, 6000, 2, 6000), 0);
     cr_assert(spool_wants_segment(sp));
+    test_attach(sp, 65536);
+    cr_assert_not(spool_wants_segment(sp));
     spool_msg_abort(m);
+    spool_free(sp);
+}
+
+struct test_spare_source {
+    size_t size;
+    unsigned calls;
+    bool fail;
+};
+
+static int
+test_spare_now(struct spool *sp, void *arg)
+{
+    struct test_spare_source *src = arg;
+    src->calls++;
+    if (src->fail)
+        return -EIO;
+    return test_attach(sp, src->size) ? 0 : -EINVAL;
+}
+
+/* io/'s ring was late with the spare: the spool asks its spare source for
+ * one at the moment it needs it, and the message is stored, not refused. */
+Test(spool, late_spare_comes_from_the_spare_source_and_the_message_is_stored)
+{
+    size_t size = 16 << 10;
+    struct spool *sp = spool_new(0, size);
+    struct spool_segment *s1 = test_attach(sp, size);
+    struct test_spare_source src = { .size = size };
+    spool_set_spare_source(sp, test_spare_now, &src);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 7, &env, 0, false, &m), 0);
+    cr_assert_eq(test_write_body(m, 36000, 7, 4096), 0);
+    struct spool_ticket t;
+    cr_assert_eq(spool_msg_commit(m, &t), 0);
+    cr_assert_eq(src.calls, 2, "one spare per rollover, asked for only when needed");
+    cr_assert_eq(t.n, 3);
+    cr_assert_eq(t.seg[0], s1);
+    cr_assert(t.seg[1]->seq > s1->seq && t.seg[2]->seq > t.seg[1]->seq);
+
+    struct spool_segment *segs[3] = { t.seg[2], t.seg[0], t.seg[1] };
+    struct spool_recovery r;
+    test_recover(&r, segs, 3);
+    cr_assert_eq(r.nmsgs, 1);
+    test_assert_body(&r.msgs[0], 36000, 7);
+    cr_assert_eq(r.ndamage, 0);
+    spool_recovery_free(&r);
+    spool_free(sp);
+}
+
+Test(spool, failing_spare_source_leaves_the_append_refused_with_enospc)
+{
+    size_t size = 16 << 10;
+    struct spool *sp = spool_new(0, size);
+    test_attach(sp, size);
+    struct test_spare_source src = { .size = size, .fail = true };
+    spool_set_spare_source(sp, test_spare_now, &src);
+    struct envelope env = test_env();
+    struct spool_msg *m;
+    cr_assert_eq(spool_msg_begin(sp, 5, &env, 0, false, &m), 0);
+    cr_assert_eq(test_write_body(m, 1 << 20, 5, 8192), -ENOSPC);
+    cr_assert_geq(src.calls, 1);
+    spool_msg_abort(m);
+    spool_free(sp);
+}
+
+/* A preparation that was overtaken (a later number attached meanwhile) is
+ * refused: segments are used in number order, which recovery relies on to
+ * order status records. */
+Test(spool, attach_refuses_a_number_behind_one_attached)
+{
+    size_t size = 16 << 10;
+    struct spool *sp = spool_new(0, size);
+    uint64_t early = spool_next_segment_seq(sp);
+    struct spool_segment *late = test_attach(sp, size);
+    cr_assert_not_null(late);
+    cr_assert_gt(late->seq, early);
+    uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(base, MAP_FAILED);
+    cr_assert_null(spool_segment_attach(sp, early, -1, base, size, 1));
+    cr_assert_null(spool_segment_attach(sp, late->seq, -1, base, size, 1));
+    munmap(base, size);
+    cr_assert_not_null(test_attach(sp, size), "the next number is taken as the spare");
     spool_free(sp);
 }
 
