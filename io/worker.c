@@ -303,18 +303,20 @@ worker_spare_now(struct spool *sp, void *arg)
     struct worker *w = arg;
     (void)sp;
     int r = worker_create_segment_sync(w);
+    if (r < 0) {
+        log_error("worker %u: spare spool segment not ready, and creating one failed: %s",
+                  w->id, strerror(-r));
+        return r;
+    }
     w->segments_made_late++;
     if (w->now_ms >= w->spare_late_warned_ms + 1000) {
         log_warn("worker %u: spare spool segment not ready when the current one filled; "
-                 "%s one at once (%llu so far; a larger spool_segment_size gives the "
+                 "made one at once (%llu so far; a larger spool_segment_size gives the "
                  "preparation more time; warned once a second)",
-                 w->id, r == 0 ? "made" : "could not make",
-                 (unsigned long long)w->segments_made_late);
+                 w->id, (unsigned long long)w->segments_made_late);
         w->spare_late_warned_ms = w->now_ms;
     }
-    if (r < 0)
-        log_error("worker %u: creating spool segment: %s", w->id, strerror(-r));
-    return r;
+    return 0;
 }
 
 /*

@@ -754,6 +754,17 @@ spool_msg_write_body_header(struct spool_msg *m, struct spool_segment *seg, size
                        crc32c(0, pl, plen));
 }
 
+/* Some record of the message is in a segment whose store or fsync failed:
+ * it can never be acknowledged. */
+static bool
+spool_msg_in_failed_segment(const struct spool_msg *m)
+{
+    for (unsigned i = 0; i < m->nsegs; i++)
+        if (m->segs[i]->failed)
+            return true;
+    return false;
+}
+
 /* The open chunk ends where the current segment's next record would go:
  * its unused room can be given back. */
 static bool
@@ -1050,11 +1061,9 @@ spool_msg_commit_last(struct spool_msg *m, const void *last, size_t n,
     int rc;
 
     ticket->n = 0;
-    for (unsigned i = 0; i < m->nsegs; i++) {
-        if (m->segs[i]->failed) {
-            spool_msg_abort(m);
-            return -EIO;
-        }
+    if (spool_msg_in_failed_segment(m)) {
+        spool_msg_abort(m);
+        return -EIO;
     }
     if (n > 0 && (!m->has_chunk || n > m->ccap - m->cused)) {
         spool_msg_abort(m);
@@ -1087,11 +1096,9 @@ spool_msg_commit_last(struct spool_msg *m, const void *last, size_t n,
     /* The seal or the COMMIT itself may have failed its store. With
      * durability=none no fsync would ever look at the segment again, so the
      * refusal has to happen here. */
-    for (unsigned i = 0; i < m->nsegs; i++) {
-        if (m->segs[i]->failed) {
-            spool_msg_abort(m);
-            return -EIO;
-        }
+    if (spool_msg_in_failed_segment(m)) {
+        spool_msg_abort(m);
+        return -EIO;
     }
     for (unsigned i = 0; i < m->nsegs; i++) {
         ticket->seg[i] = m->segs[i];
